@@ -1,0 +1,99 @@
+"""Helpers shared by the EEPROM / secure-boot command-line tools.
+
+Exit codes used by every tool:
+    0  success
+    1  runtime error (bad input file, failed signature, missing file, ...)
+    2  command-line usage error (argparse)
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+from pathlib import Path
+from typing import Callable, Sequence
+
+EXIT_OK = 0
+EXIT_ERROR = 1
+EXIT_USAGE = 2
+
+
+class ToolError(Exception):
+    """An error reported to the user as one line on stderr."""
+
+    def __init__(self, message: str, exit_code: int = EXIT_ERROR) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+def read_file(path: str | os.PathLike[str], what: str = "file") -> bytes:
+    """Read a whole file, turning OS errors into ToolError."""
+    try:
+        return Path(path).read_bytes()
+    except FileNotFoundError:
+        raise ToolError(f"{what} '{path}' not found") from None
+    except OSError as err:
+        raise ToolError(f"cannot read {what} '{path}': {err.strerror or err}") from None
+
+
+def atomic_write(path: str | os.PathLike[str], data: bytes) -> None:
+    """Write data to path via a temp file in the same directory + os.replace."""
+    target = Path(path)
+    directory = target.parent if str(target.parent) else Path(".")
+    try:
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=directory)
+    except OSError as err:
+        raise ToolError(f"cannot write '{path}': {err.strerror or err}") from None
+    try:
+        with os.fdopen(fd, "wb") as out:
+            out.write(data)
+        # mkstemp creates 0600 files; give the output ordinary permissions.
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp_name, 0o666 & ~umask)
+        os.replace(tmp_name, target)
+    except OSError as err:
+        _remove_quietly(tmp_name)
+        raise ToolError(f"cannot write '{path}': {err.strerror or err}") from None
+    except BaseException:
+        _remove_quietly(tmp_name)
+        raise
+
+
+def _remove_quietly(path: str) -> None:
+    try:
+        os.unlink(path)
+    except OSError:
+        pass
+
+
+def write_stdout(data: bytes) -> None:
+    """Write raw bytes to stdout (text-mode stdout replacements supported)."""
+    sys.stdout.flush()
+    buffer = getattr(sys.stdout, "buffer", None)
+    if buffer is not None:
+        buffer.write(data)
+        buffer.flush()
+    else:
+        sys.stdout.write(data.decode("utf-8", errors="surrogateescape"))
+
+
+def run_tool(prog: str, body: Callable[[Sequence[str] | None], int],
+             argv: Sequence[str] | None) -> int:
+    """Run a tool body, mapping errors to `prog: error: msg` and an exit code."""
+    try:
+        return body(argv)
+    except ToolError as err:
+        sys.stderr.write(f"{prog}: error: {err}\n")
+        return err.exit_code
+    except SystemExit as exc:  # argparse --help / usage errors
+        code = exc.code
+        if code is None:
+            return EXIT_OK
+        return code if isinstance(code, int) else EXIT_ERROR
+    except KeyboardInterrupt:
+        sys.stderr.write(f"{prog}: error: interrupted\n")
+        return 130
+    except BrokenPipeError:
+        return EXIT_ERROR

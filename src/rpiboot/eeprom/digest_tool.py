@@ -1,0 +1,111 @@
+"""rpi-eeprom-digest: create or verify ``.sig`` files for bootloader images/configs.
+
+  rpi-eeprom-digest [-c SOC] [-k private.pem | -H wrapper] -i IMAGE -o OUTPUT
+  rpi-eeprom-digest -k public.pem -i IMAGE -v SIGFILE
+
+Exit codes: 0 success / "Verified OK"; 1 error or "Verification failure";
+2 usage error.  The ``ts:`` line uses $SOURCE_DATE_EPOCH when it is set and
+non-empty, else the current time.
+
+Differences from upstream: keys must be RSA-2048 PEM/DER files (PKCS#11
+URIs are not supported, use an HSM wrapper); the HSM wrapper output is
+checked to be a 256-byte hex signature; missing -i/-o is a usage error
+(exit 2) instead of printing the help.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from typing import Sequence
+
+from .common import ToolError, atomic_write, read_file, run_tool
+from .signing import (load_private_key, load_rsa_key, make_sig_file, run_hsm_wrapper,
+                      sig_file_signature, sig_timestamp, sign_pkcs1v15, verify_pkcs1v15)
+
+PROG = "rpi-eeprom-digest"
+
+USAGE = """\
+rpi-eeprom-digest [-k RSA_KEY] -i IMAGE -o OUTPUT
+
+Generate .sig files holding the SHA256 digest, a timestamp and an optional
+RSA-2048 (PKCS#1 v1.5, SHA-256) signature, or verify one.
+
+Options:
+   -c Optional target SoC name for firmware updates (2711 or 2712).
+   -i The source image, e.g., boot.img
+   -o The name of the digest/signature file
+   -k Optional RSA private key (PEM); the PUBLIC key when verifying with -v
+   -H The name of the HSM wrapper script to invoke (called as
+      'wrapper -a rsa2048-sha256 IMAGE', prints the signature in hex)
+   -v Verify the given .sig file against IMAGE using the public key -k
+
+Examples:
+   rpi-eeprom-digest -i pieeprom.bin -o pieeprom.sig
+   rpi-eeprom-digest -k private.pem -i boot.img -o boot.sig
+   rpi-eeprom-digest -H hsm-wrapper -i bootconf.txt -o bootconf.sig
+   rpi-eeprom-digest -k public.pem -i boot.img -v boot.sig
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog=PROG, add_help=False, usage=USAGE.splitlines()[0])
+    parser.add_argument("-c", dest="target_soc", default="")
+    parser.add_argument("-i", dest="image")
+    parser.add_argument("-k", dest="key", default="")
+    parser.add_argument("-H", dest="hsm_wrapper", default="")
+    parser.add_argument("-o", dest="output", default="")
+    parser.add_argument("-v", dest="signature")
+    parser.add_argument("-h", dest="help", action="store_true")
+    return parser
+
+
+def write_sig(args: argparse.Namespace, data: bytes) -> None:
+    rsa_hex = ""
+    if args.hsm_wrapper:
+        rsa_hex = run_hsm_wrapper(args.hsm_wrapper, args.image)
+    elif args.key:
+        rsa_hex = sign_pkcs1v15(load_private_key(args.key), data).hex()
+    text = make_sig_file(data, sig_timestamp(), args.target_soc, rsa_hex)
+    atomic_write(args.output, text.encode())
+
+
+def verify_sig(args: argparse.Namespace, data: bytes) -> int:
+    sig_text = read_file(args.signature, "signature file").decode("utf-8", "replace")
+    signature = sig_file_signature(sig_text)
+    if signature is None:
+        raise ToolError(f"no RSA signature in {args.signature}")
+    key = load_rsa_key(args.key)
+    if verify_pkcs1v15(key, data, signature):
+        print("Verified OK")
+        return 0
+    print("Verification failure")
+    sys.stdout.flush()
+    sys.stderr.write(f"{args.image} not verified\n")
+    return 1
+
+
+def _main(argv: Sequence[str] | None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.help:
+        sys.stdout.write(USAGE)
+        return 0
+    if not args.image:
+        raise ToolError("missing source image (-i)", 2)
+    data = read_file(args.image, "source image")
+    if args.signature is not None:
+        if not args.key:
+            raise ToolError("option -v also requires passing the public key via -k", 2)
+        return verify_sig(args, data)
+    if not args.output:
+        raise ToolError("missing output file (-o)", 2)
+    write_sig(args, data)
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    return run_tool(PROG, _main, argv)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
