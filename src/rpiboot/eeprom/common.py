@@ -97,3 +97,10 @@ def run_tool(prog: str, body: Callable[[Sequence[str] | None], int],
         return 130
     except BrokenPipeError:
         return EXIT_ERROR
+    except OSError as err:
+        name = f" '{err.filename}'" if err.filename else ""
+        sys.stderr.write(f"{prog}: error:{name} {err.strerror or err}\n")
+        return EXIT_ERROR
+    except Exception as err:  # last resort: one line instead of a traceback
+        sys.stderr.write(f"{prog}: error: unexpected {type(err).__name__}: {err}\n")
+        return EXIT_ERROR

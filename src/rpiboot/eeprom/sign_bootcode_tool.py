@@ -75,13 +75,11 @@ def make_signer(args: argparse.Namespace, digest: str) -> Signer:
 
 def sign(args: argparse.Namespace) -> bytes:
     if args.chip == 2712:
-        if args.hsm_wrapper:
-            if not args.public_key:
-                raise ToolError("the public key (-p) is required with an HSM wrapper", 2)
-            pubkey = pubkey_bin(load_rsa_key(args.public_key))
-        elif args.private_key:
-            pubkey = pubkey_bin(load_private_key(args.private_key))
+        if args.hsm_wrapper and not args.public_key:
+            raise ToolError("the public key (-p) is required with an HSM wrapper", 2)
         signer = make_signer(args, "sha256")
+        key_path = args.public_key if args.hsm_wrapper else args.private_key
+        pubkey = pubkey_bin(load_rsa_key(key_path))
         return sign_bootcode_2712(read_input(args.input), signer, pubkey,
                                   args.private_keynum, args.private_version)
     if not args.hmac:

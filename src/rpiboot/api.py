@@ -1,0 +1,69 @@
+"""The Python API: boot devices from a program, with a callback for every event.
+
+    from rpiboot import BootOptions, boot
+    result = boot(BootOptions(directory=Path("recovery"), loop=False), on_event=print)
+    sys.exit(result.exit_code)
+"""
+
+from __future__ import annotations
+
+import sys
+
+from . import __version__
+from .errors import BootDirectoryError, UsbUnavailableError
+from .events import Event, EventSink, event
+from .file_source import check_boot_directory
+from .manager import DeviceManager, RunResult
+from .options import BootOptions
+from .transport import Transport, UsbUnavailable
+
+
+def boot(options: BootOptions | None = None, *, on_event: EventSink | None = None,
+         transport: Transport | None = None, libusb: str | None = None) -> RunResult:
+    """Serve Raspberry Pis in USB boot mode until the run is over; returns what happened.
+
+    Raises :class:`~rpiboot.errors.RpibootError` subclasses for problems found before any
+    device is touched (boot directory, USB library); device failures are in the result.
+    """
+    options = options or BootOptions()
+    emit = _guarded(on_event)
+    if options.directory is not None:
+        check_boot_directory(options.directory, signed=options.signed)
+    if options.metadata_dir is not None and not options.metadata_dir.is_dir():
+        raise BootDirectoryError(f"metadata directory '{options.metadata_dir}' does not exist")
+    owned = transport is None
+    if transport is None:
+        transport = _open_libusb(libusb)
+    try:
+        emit(event("start", version=__version__,
+                   directory=None if options.directory is None else str(options.directory)))
+        return DeviceManager(transport, options, emit).run()
+    finally:
+        if owned:
+            transport.close()
+
+
+def _guarded(callback: EventSink | None) -> EventSink:
+    """A callback that raises must not take the devices down with it."""
+    if callback is None:
+        return lambda _event: None
+    failed: list[Exception] = []
+
+    def emit(item: Event) -> None:
+        try:
+            callback(item)
+        except Exception as error:
+            if not failed:
+                failed.append(error)
+                print(f"rpiboot: event callback failed ({error!r}); events are no longer "
+                      f"delivered to it", file=sys.stderr)
+
+    return lambda item: None if failed else emit(item)
+
+
+def _open_libusb(library: str | None) -> Transport:
+    from .libusb_transport import LibusbTransport
+    try:
+        return LibusbTransport(library)
+    except UsbUnavailable as error:
+        raise UsbUnavailableError(str(error)) from None

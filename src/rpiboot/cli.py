@@ -1,0 +1,181 @@
+"""The ``rpiboot`` command line: upstream's flags with the same meaning, plus long options.
+
+Exit statuses are listed in :class:`rpiboot.errors.ExitCode` and the README.
+"""
+
+from __future__ import annotations
+
+import argparse
+import re
+import sys
+from pathlib import Path
+from typing import Sequence
+
+from . import __version__
+from .errors import ExitCode, RpibootError, UsageError
+from .events import EventSink
+from .options import BootOptions
+from .output import JsonReporter, PlainReporter
+
+_PORT_FLAG = re.compile(r"^-(\d+)$")
+
+DESCRIPTION = """\
+Boot a Raspberry Pi in USB device mode, either straight into a mass storage device or from the
+boot files in a directory. To flash the default bootloader EEPROM of a Compute Module 4 run
+'rpiboot -d recovery'. Without a Raspberry Pi at hand, 'rpiboot --demo' boots a virtual one."""
+
+EXIT_STATUS_HELP = """\
+exit status: 0 every device completed; 2 usage; 3 boot directory problem; 4 no device within
+--timeout; 5 transfer or protocol failure; 6 device refused the second stage; 7 permission
+denied; 8 libusb not loadable; 130 interrupted. With several devices the worst one wins."""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="rpiboot", description=DESCRIPTION,
+                                     epilog=EXIT_STATUS_HELP,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    upstream = parser.add_argument_group("upstream options")
+    upstream.add_argument("-d", "--directory", type=Path, metavar="DIR",
+                          help="boot the device with the files in DIR")
+    upstream.add_argument("-o", "--overlay", action="store_true",
+                          help="prefer DIR/<usb-path>/NAME (needs -d; never for bootcode*.bin)")
+    upstream.add_argument("-l", "--loop", action="store_true",
+                          help="keep serving devices as they arrive")
+    upstream.add_argument("-m", "--delay", type=int, metavar="MICROSECONDS", default=10000,
+                          help="time between bus scans when hot-plug is silent (default 10000)")
+    upstream.add_argument("-v", "--verbose", action="count", default=0,
+                          help="more detail; -vv for even more")
+    upstream.add_argument("-V", "--version", action="store_true", help="print the version")
+    upstream.add_argument("-s", "--signed", action="store_true",
+                          help="signed boot: DIR holds bootsig.bin (and bootcode.sig for "
+                               "BCM2835/7)")
+    upstream.add_argument("--port", type=int, metavar="N", dest="port_number",
+                          help="only the device on USB port number N (also -0 ... -98)")
+    upstream.add_argument("-p", "--path", metavar="PATH", dest="port_path",
+                          help="only the device at USB path PATH, e.g. 1-1.3.2")
+    upstream.add_argument("-i", "--serial", metavar="SERIAL",
+                          help="only the device with this serial number")
+    upstream.add_argument("-j", "--metadata", nargs="?", const="", metavar="DIR",
+                          help="write the OTP metadata (BCM2711/2712) to DIR/<serial>.json, "
+                               "or to stdout without DIR")
+    ours = parser.add_argument_group("further options")
+    ours.add_argument("--json", action="store_true",
+                      help="print one JSON object per event instead of text")
+    ours.add_argument("--timeout", type=float, metavar="SECONDS",
+                      help="give up if no device arrives (with -l: nothing happens) this long")
+    ours.add_argument("--run-timeout", type=float, metavar="SECONDS",
+                      help="stop the whole run after this long")
+    ours.add_argument("--libusb", metavar="PATH",
+                      help="libusb library to use ('system' for the system one; default: the "
+                           "libusb-package build, else the system one; env RPIBOOT_LIBUSB)")
+    ours.add_argument("--open-delay", type=float, default=0.0, metavar="SECONDS",
+                      help="pause before opening a device (upstream: 1 s; default 0)")
+    ours.add_argument("--return-code-delay", type=float, default=0.0, metavar="SECONDS",
+                      help="pause before reading the ROM's return code (upstream: 1 s; "
+                           "default 0)")
+    ours.add_argument("--close-delay", type=float, default=0.0, metavar="SECONDS",
+                      help="pause after closing a device (upstream: 1 s; default 0)")
+    ours.add_argument("--retry-delay", type=float, default=0.05, metavar="SECONDS",
+                      help="pause between retries (upstream: 1 s, forever; default 0.05, "
+                           "bounded by --retries)")
+    ours.add_argument("--retries", type=int, default=5, metavar="N",
+                      help="attempts for a failing open or request read (default 5)")
+    ours.add_argument("--reenumerate-timeout", type=float, default=10.0, metavar="SECONDS",
+                      help="how long a device may take to come back after the second stage "
+                           "(default 10)")
+    ours.add_argument("--stall-timeout", type=float, default=60.0, metavar="SECONDS",
+                      help="how long a file server may stay silent (default 60)")
+    ours.add_argument("--demo", action="store_true",
+                      help="boot built-in virtual Raspberry Pis from a demo directory")
+    return parser
+
+
+def _normalise(argv: Sequence[str]) -> list[str]:
+    """Upstream's -0 ... -98 become --port N."""
+    result = []
+    for argument in argv:
+        match = _PORT_FLAG.match(argument)
+        result += ["--port", match.group(1)] if match else [argument]
+    return result
+
+
+def parse_options(argv: Sequence[str]) -> tuple[argparse.Namespace, BootOptions]:
+    parser = build_parser()
+    args = parser.parse_args(_normalise(argv))
+    _check_conflicts(parser, args)
+    options = BootOptions(
+        directory=args.directory, overlay=args.overlay, loop=args.loop, signed=args.signed,
+        port_number=args.port_number, port_path=args.port_path, serial=args.serial,
+        metadata=args.metadata is not None,
+        metadata_dir=Path(args.metadata) if args.metadata else None, verbose=args.verbose,
+        poll_interval=args.delay / 1e6, timeout=args.timeout, run_timeout=args.run_timeout,
+        open_delay=args.open_delay, return_code_delay=args.return_code_delay,
+        close_delay=args.close_delay, retry_delay=args.retry_delay, retries=args.retries,
+        reenumerate_timeout=args.reenumerate_timeout, stall_timeout=args.stall_timeout)
+    return args, options
+
+
+def _check_conflicts(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    if args.overlay and args.directory is None:
+        parser.error("-o/--overlay needs -d DIR")
+    if args.port_number is not None and args.port_path is not None:
+        parser.error("a port number (-0 ... -98) and -p PATH exclude each other")
+    if args.port_number is not None and not 0 <= args.port_number <= 98:
+        parser.error("the port number must be 0 to 98")
+    if args.delay <= 0:
+        parser.error("-m needs a positive number of microseconds")
+    for name in ("timeout", "run_timeout", "open_delay", "return_code_delay", "close_delay",
+                 "retry_delay", "reenumerate_timeout", "stall_timeout"):
+        value = getattr(args, name)
+        if value is not None and value < 0:
+            parser.error(f"--{name.replace('_', '-')} cannot be negative")
+
+
+def make_reporter(args: argparse.Namespace) -> EventSink:
+    if args.json:
+        return JsonReporter()
+    return PlainReporter(verbose=args.verbose)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    arguments = list(sys.argv[1:] if argv is None else argv)
+    args, options = parse_options(arguments)
+    if args.version:
+        print(f"RPIBOOT: pkg-version {__version__} (rpiboot for Python)")
+        return ExitCode.OK
+    reporter = make_reporter(args)
+    try:
+        if args.demo:
+            from .demo import run_demo
+            return int(run_demo(options, reporter))
+        from .api import boot
+        result = boot(options, on_event=reporter, libusb=args.libusb)
+    except RpibootError as error:
+        return _report_error(error, args)
+    except KeyboardInterrupt:
+        return ExitCode.INTERRUPTED
+    finally:
+        _silence_closed_stdout()
+    return int(result.exit_code)
+
+
+def _silence_closed_stdout() -> None:
+    """If stdout was a pipe that closed, keep the interpreter from failing at exit."""
+    try:
+        sys.stdout.flush()
+    except (BrokenPipeError, ValueError):
+        import os
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+
+
+def _report_error(error: RpibootError, args: argparse.Namespace) -> int:
+    if args.json:
+        from .events import event
+        JsonReporter()(event("error", code=error.code, message=str(error),
+                             exit_code=int(error.exit_code)))
+    print(f"rpiboot: error: {error}", file=sys.stderr)
+    return int(error.exit_code)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,88 @@
+"""Failures the tool reports, each with a documented exit status."""
+
+from __future__ import annotations
+
+import enum
+
+
+class ExitCode(enum.IntEnum):
+    """Process exit statuses. With several devices, the highest-ranked outcome wins."""
+
+    OK = 0
+    USAGE = 2
+    BOOT_DIRECTORY = 3
+    NO_DEVICE = 4
+    TRANSFER = 5
+    REFUSED = 6
+    PERMISSION = 7
+    USB_UNAVAILABLE = 8
+    INTERRUPTED = 130
+
+
+# Worst first: the order in which outcomes win when several devices end differently.
+_SEVERITY = [ExitCode.USB_UNAVAILABLE, ExitCode.PERMISSION, ExitCode.BOOT_DIRECTORY,
+             ExitCode.REFUSED, ExitCode.TRANSFER, ExitCode.NO_DEVICE, ExitCode.INTERRUPTED,
+             ExitCode.USAGE, ExitCode.OK]
+
+
+def worst(codes: "list[ExitCode]") -> ExitCode:
+    return min(codes, key=_SEVERITY.index, default=ExitCode.OK)
+
+
+class RpibootError(Exception):
+    """An error with a stable machine-readable code and an exit status."""
+
+    code = "error"
+    exit_code = ExitCode.TRANSFER
+
+
+class UsageError(RpibootError):
+    code = "usage"
+    exit_code = ExitCode.USAGE
+
+
+class BootDirectoryError(RpibootError):
+    code = "boot_directory"
+    exit_code = ExitCode.BOOT_DIRECTORY
+
+
+class NoDeviceError(RpibootError):
+    code = "no_device"
+    exit_code = ExitCode.NO_DEVICE
+
+
+class TransferError(RpibootError):
+    code = "transfer"
+    exit_code = ExitCode.TRANSFER
+
+
+class DeviceGoneError(TransferError):
+    code = "device_gone"
+
+
+class StalledError(TransferError):
+    code = "stalled"
+
+
+class ProtocolError(TransferError):
+    code = "protocol"
+
+
+class RefusedError(RpibootError):
+    code = "refused"
+    exit_code = ExitCode.REFUSED
+
+
+class PermissionDeniedError(RpibootError):
+    code = "permission"
+    exit_code = ExitCode.PERMISSION
+
+
+class UsbUnavailableError(RpibootError):
+    code = "usb_unavailable"
+    exit_code = ExitCode.USB_UNAVAILABLE
+
+
+class Interrupted(RpibootError):
+    code = "interrupted"
+    exit_code = ExitCode.INTERRUPTED

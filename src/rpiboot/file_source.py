@@ -1,0 +1,182 @@
+"""Where the files a device asks for come from: the boot directory, overlays and bootfiles.bin.
+
+The lookup order is upstream's (usbboot main.c, check_file):
+
+1. With ``bootfiles.bin`` in the boot directory: DIR/<chip>/NAME, else the archive member
+   <chip>/NAME (matched case-insensitively);
+2. with an overlay (``-o``): DIR/<usb-path>/NAME, never for bootcode*.bin;
+3. DIR/<chip>/NAME, then DIR/NAME.
+
+Names come from the device and are untrusted: see :func:`refusal_reason`. Files are streamed.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import sys
+import tarfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO, Callable, Iterator
+
+from .errors import BootDirectoryError
+from .targets import ALL_TARGETS, Target
+
+ARCHIVE_NAME = "bootfiles.bin"
+SECOND_STAGE_NAMES = frozenset(target.second_stage for target in ALL_TARGETS)
+CHUNK_SIZE = 256 * 1024
+
+
+@dataclass(frozen=True)
+class ResolvedFile:
+    name: str
+    origin: str
+    """Where it was found, as shown to the user (a path, or archive:member)."""
+    kind: str
+    """``file``, ``archive_overlay`` (DIR/<chip>/NAME beside bootfiles.bin) or ``archive``."""
+    size: int
+    _open: Callable[[], BinaryIO]
+
+    def chunks(self, chunk_size: int = CHUNK_SIZE) -> Iterator[bytes]:
+        """The contents, exactly ``size`` bytes, a chunk at a time."""
+        remaining = self.size
+        with self._open() as stream:
+            while remaining > 0:
+                chunk = stream.read(min(chunk_size, remaining))
+                if not chunk:
+                    raise OSError(f"{self.origin} is shorter than its {self.size} bytes")
+                remaining -= len(chunk)
+                yield chunk
+
+    def read(self) -> bytes:
+        return b"".join(self.chunks())
+
+
+def refusal_reason(name: str) -> str | None:
+    """Why a device-supplied name must not be looked up, or None if it is acceptable."""
+    if ".." in name:
+        return "contains '..'"
+    if name.startswith("/") or "\\" in name:
+        return "is absolute or contains a backslash"
+    if any(ord(char) < 0x20 or ord(char) == 0x7F for char in name):
+        return "contains control characters"
+    if os.name == "nt" and ":" in name:
+        return "contains a drive separator"
+    return None
+
+
+class BootFiles:
+    """The file resolver for one device: a boot directory seen through one chip's eyes."""
+
+    def __init__(self, directory: Path, target: Target, *, overlay_path: str | None = None):
+        self.directory = directory
+        self.target = target
+        self.overlay_path = overlay_path
+        archive = directory / ARCHIVE_NAME
+        self.archive = archive if archive.is_file() else None
+
+    def resolve(self, name: str) -> ResolvedFile | None:
+        """The file a device asked for, or None if it is missing or refused."""
+        if refusal_reason(name) is not None:
+            return None
+        prefix = self.target.file_prefix
+        if self.archive is not None:
+            found = _plain_file(self.directory / prefix / name, name, "archive_overlay")
+            found = found or _archive_member(self.archive, f"{prefix}/{name}", name)
+            if found:
+                return found
+        if self.overlay_path and name not in SECOND_STAGE_NAMES:
+            found = _plain_file(self.directory / self.overlay_path / name, name, "file")
+            if found:
+                return found
+        return (_plain_file(self.directory / prefix / name, name, "file")
+                or _plain_file(self.directory / name, name, "file"))
+
+
+def _plain_file(path: Path, name: str, kind: str) -> ResolvedFile | None:
+    try:
+        if not path.is_file():
+            return None
+        size = path.stat().st_size
+    except (OSError, ValueError):
+        return None
+    return ResolvedFile(name, str(path), kind, size, lambda: open(path, "rb"))
+
+
+def _archive_member(archive: Path, member: str, name: str) -> ResolvedFile | None:
+    stat = archive.stat()
+    entry = _archive_index(str(archive), stat.st_mtime_ns, stat.st_size).get(member.lower())
+    if entry is None:
+        return None
+    offset, size = entry
+
+    def open_member() -> BinaryIO:
+        stream = open(archive, "rb")
+        stream.seek(offset)
+        return stream
+
+    return ResolvedFile(name, f"{archive}:{member}", "archive", size, open_member)
+
+
+@functools.lru_cache(maxsize=8)
+def _archive_index(path: str, _mtime_ns: int, _size: int) -> dict[str, tuple[int, int]]:
+    """Member name (lower case) -> (data offset, size), read once per archive version."""
+    index: dict[str, tuple[int, int]] = {}
+    try:
+        with tarfile.open(path, "r:") as archive:
+            for member in archive:
+                if member.isfile():
+                    index.setdefault(member.name.lower(), (member.offset_data, member.size))
+    except (tarfile.TarError, OSError) as error:
+        raise BootDirectoryError(f"{path} is not a readable tar archive: {error}") from None
+    return index
+
+
+# --- Choosing and checking the boot directory ---------------------------------------------------
+
+INSTALL_PREFIXES = (Path(sys.prefix), Path("/usr/local"), Path("/usr"), Path("/opt/homebrew"))
+
+
+def default_directory_candidates(target: Target) -> list[Path]:
+    """Where to look when no -d is given: <prefix>/share/rpiboot/<dir>, then ./<dir>."""
+    seen: list[Path] = []
+    for prefix in INSTALL_PREFIXES:
+        candidate = prefix / "share" / "rpiboot" / target.default_directory
+        if candidate not in seen:
+            seen.append(candidate)
+    seen.append(Path(target.default_directory))
+    return seen
+
+
+def find_default_directory(target: Target) -> Path:
+    for candidate in default_directory_candidates(target):
+        if BootFiles(candidate, target).resolve(target.second_stage) is not None:
+            return candidate
+    tried = ", ".join(str(path) for path in default_directory_candidates(target))
+    raise BootDirectoryError(
+        f"no boot directory given and none found for {target.name} (tried {tried}); get the boot "
+        f"files from the usbboot repository (github.com/raspberrypi/usbboot, e.g. its "
+        f"{target.default_directory} directory) or the rpiboot package of Raspberry Pi OS, "
+        f"then run: rpiboot -d DIR")
+
+
+def check_boot_directory(directory: Path, *, signed: bool = False) -> None:
+    """Refuse a directory that cannot boot anything, before waiting for devices."""
+    if not directory.exists():
+        raise BootDirectoryError(f"boot directory '{directory}' does not exist")
+    if not directory.is_dir():
+        raise BootDirectoryError(f"'{directory}' is not a directory")
+    if not os.access(directory, os.R_OK | os.X_OK):
+        raise BootDirectoryError(f"boot directory '{directory}' is not readable")
+    if (directory / ARCHIVE_NAME).is_file():
+        _archive_index.cache_clear()
+        stat = (directory / ARCHIVE_NAME).stat()
+        _archive_index(str(directory / ARCHIVE_NAME), stat.st_mtime_ns, stat.st_size)
+    elif not any(BootFiles(directory, target).resolve(target.second_stage)
+                 for target in ALL_TARGETS):
+        raise BootDirectoryError(
+            f"No 'bootcode' files found in '{directory}' (need bootfiles.bin, bootcode.bin, "
+            f"bootcode4.bin or bootcode5.bin, at the top or in a 2710/2711/2712 sub-directory)")
+    if signed and not (directory / "bootsig.bin").is_file():
+        raise BootDirectoryError(f"Unable to open 'bootsig.bin' from {directory} (needed by -s)")

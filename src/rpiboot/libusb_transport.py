@@ -1,0 +1,203 @@
+"""The transport for real devices: python-libusb1 (``usb1``) over a libusb shared library.
+
+Which libusb: ``--libusb PATH`` or ``RPIBOOT_LIBUSB`` (a file, or ``system``); by default the one
+bundled with the ``libusb-package`` wheel, else the system's.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import ctypes.util
+import os
+import threading
+import time
+from typing import Any, Sequence
+
+from .transport import (AccessDenied, DeviceGone, DeviceInfo, TransferFailed, TransferTimeout,
+                        UsbError, UsbUnavailable)
+
+SPEEDS = {0: "unknown", 1: "low", 2: "full", 3: "high", 4: "super", 5: "super+"}
+
+
+def _library_candidates(choice: str | None) -> list[str]:
+    if choice and choice != "system":
+        return [choice]
+    system = ctypes.util.find_library("usb-1.0") or "libusb-1.0.so.0"
+    if choice == "system":
+        return [system]
+    candidates = []
+    try:
+        import libusb_package
+        bundled = libusb_package.get_library_path()
+        if bundled:
+            candidates.append(str(bundled))
+    except Exception:  # a broken or absent wheel only means we fall back to the system one
+        pass
+    return candidates + [system]
+
+
+def load_libusb(choice: str | None = None) -> str:
+    """Load libusb for usb1 once per process; returns the path used."""
+    try:
+        import usb1
+    except ImportError as error:
+        raise UsbUnavailable(f"python-libusb1 is not installed ({error}); "
+                             f"run: pip install libusb1 libusb-package") from None
+    choice = choice or os.environ.get("RPIBOOT_LIBUSB") or None
+    problems = []
+    for candidate in _library_candidates(choice):
+        try:
+            library = ctypes.CDLL(candidate)
+        except OSError as error:
+            problems.append(f"{candidate}: {error}")
+            continue
+        if not usb1.loadLibrary(library):
+            return "(already loaded)"
+        return candidate
+    hint = ("install libusb (Debian/Ubuntu: apt install libusb-1.0-0; macOS: brew install "
+            "libusb; Windows: pip install libusb-package)")
+    raise UsbUnavailable(f"cannot load libusb ({'; '.join(problems)}); {hint}")
+
+
+class LibusbTransport:
+    def __init__(self, library: str | None = None):
+        self.library_path = load_libusb(library)
+        import usb1
+        self._usb1 = usb1
+        try:
+            self._context = usb1.USBContext()
+            self._context.open()
+        except usb1.USBError as error:
+            raise UsbUnavailable(f"libusb could not start: {error}") from None
+        self._changed = threading.Event()
+        self._hotplug_handle = None
+        if usb1.hasCapability(usb1.CAP_HAS_HOTPLUG):
+            try:
+                self._hotplug_handle = self._context.hotplugRegisterCallback(
+                    self._on_hotplug, flags=0)
+            except usb1.USBError:
+                self._hotplug_handle = None
+
+    @property
+    def has_hotplug(self) -> bool:
+        return self._hotplug_handle is not None
+
+    def _on_hotplug(self, context: Any, device: Any, event: Any) -> bool:
+        self._changed.set()
+        return False  # keep the callback registered
+
+    def devices(self) -> Sequence["_LibusbRef"]:
+        try:
+            found = self._context.getDeviceList(skip_on_error=True)
+        except self._usb1.USBError as error:
+            raise _translate(error) from None
+        return [ref for ref in (_LibusbRef.wrap(device) for device in found) if ref]
+
+    def wait_for_change(self, timeout: float) -> None:
+        if self._hotplug_handle is None:
+            time.sleep(timeout)
+            return
+        self._changed.clear()
+        deadline = time.monotonic() + timeout
+        while not self._changed.is_set():
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return
+            try:
+                self._context.handleEventsTimeout(tv=remaining)
+            except self._usb1.USBError:
+                time.sleep(remaining)
+                return
+
+    def close(self) -> None:
+        try:
+            self._context.close()
+        except Exception:  # closing at exit must never mask the run's own result
+            pass
+
+
+class _LibusbRef:
+    def __init__(self, device: Any, info: DeviceInfo):
+        self.device = device
+        self.info = info
+
+    @classmethod
+    def wrap(cls, device: Any) -> "_LibusbRef | None":
+        try:
+            interfaces = 1
+            for configuration in device.iterConfigurations():
+                interfaces = configuration.getNumInterfaces()
+                break
+            info = DeviceInfo(device.getVendorID(), device.getProductID(),
+                              device.getSerialNumberDescriptor(), device.getBusNumber(),
+                              device.getDeviceAddress(),
+                              tuple(device.getPortNumberList() or ()), interfaces,
+                              SPEEDS.get(device.getDeviceSpeed(), "unknown"))
+        except Exception:  # a device that cannot even be described is not ours to serve
+            return None
+        return cls(device, info)
+
+    def open(self) -> "_LibusbHandle":
+        import usb1
+        try:
+            return _LibusbHandle(self.device.open())
+        except usb1.USBError as error:
+            raise _translate(error) from None
+
+
+class _LibusbHandle:
+    def __init__(self, handle: Any):
+        self._handle = handle
+
+    def claim_interface(self, interface: int) -> None:
+        self._call(self._handle.claimInterface, interface)
+
+    def read_string(self, index: int) -> str | None:
+        if index == 0:
+            return None
+        try:
+            return self._handle.getASCIIStringDescriptor(index, errors="replace")
+        except Exception:  # a missing string is normal for boot ROMs
+            return None
+
+    def vendor_out(self, value: int, index: int, timeout: float) -> None:
+        self._call(self._handle.controlWrite, 0x40, 0, value, index, b"", _ms(timeout))
+
+    def vendor_in(self, value: int, index: int, length: int, timeout: float) -> bytes:
+        return bytes(self._call(self._handle.controlRead, 0xC0, 0, value, index, length,
+                                _ms(timeout)))
+
+    def bulk_out(self, endpoint: int, data: bytes | memoryview, timeout: float) -> int:
+        return self._call(self._handle.bulkWrite, endpoint, data, _ms(timeout))
+
+    def close(self) -> None:
+        try:
+            self._handle.close()
+        except Exception:  # the device may already be gone
+            pass
+
+    @staticmethod
+    def _call(operation: Any, *args: Any) -> Any:
+        import usb1
+        try:
+            return operation(*args)
+        except usb1.USBError as error:
+            raise _translate(error) from None
+
+
+def _ms(seconds: float) -> int:
+    return max(1, int(seconds * 1000))
+
+
+def _translate(error: Exception) -> UsbError:
+    import usb1
+    if isinstance(error, usb1.USBErrorNoDevice):
+        return DeviceGone(str(error))
+    if isinstance(error, usb1.USBErrorAccess):
+        return AccessDenied(str(error))
+    if isinstance(error, usb1.USBErrorTimeout):
+        return TransferTimeout(str(error))
+    if isinstance(error, (usb1.USBErrorPipe, usb1.USBErrorIO, usb1.USBErrorOverflow,
+                          usb1.USBErrorBusy, usb1.USBErrorNotFound)):
+        return TransferFailed(str(error))
+    return TransferFailed(str(error))

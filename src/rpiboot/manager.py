@@ -1,0 +1,203 @@
+"""The device manager: finds Raspberry Pis in boot mode and serves them all at once.
+
+Each enumeration is served on its own thread by the :class:`~rpiboot.session.DeviceSession` of
+its USB port path, so several devices progress at the same time and a device keeps its session
+while it re-enumerates between stages. The manager wakes on hot-plug events where the transport
+has them and re-scans every poll interval regardless (hot-plug events are known to go missing).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass, field
+
+from .errors import (DeviceGoneError, ExitCode, Interrupted, NoDeviceError, RpibootError,
+                     StalledError, worst)
+from .events import EventSink, event
+from .options import BootOptions
+from .session import DeviceSession, State, stage_of
+from .targets import Target, target_for
+from .transport import DeviceRef, Transport, UsbError
+
+WAITING_LINE = "Waiting for BCM2835/6/7/2711/2712..."
+
+
+@dataclass
+class RunResult:
+    sessions: list[DeviceSession] = field(default_factory=list)
+    error: RpibootError | None = None
+    """A failure of the run as a whole (no device arrived, interrupted...)."""
+
+    @property
+    def exit_code(self) -> ExitCode:
+        codes = [ExitCode.OK if s.state is State.DONE else
+                 (s.error.exit_code if s.error else ExitCode.TRANSFER) for s in self.sessions]
+        if self.error is not None:
+            codes.append(self.error.exit_code)
+        return worst(codes)
+
+
+class DeviceManager:
+    def __init__(self, transport: Transport, options: BootOptions, emit: EventSink):
+        self.transport = transport
+        self.options = options
+        self.emit = emit
+        self.result = RunResult()
+        self._by_port: dict[str, DeviceSession] = {}
+        self._workers: dict[str, threading.Thread] = {}
+        self._seen: set[tuple[object, ...]] = set()
+        self._started = time.monotonic()
+        self._last_activity = self._started
+
+    def run(self) -> RunResult:
+        self.emit(event("waiting", message=WAITING_LINE))
+        try:
+            while not self._should_stop():
+                self._scan()
+                self._expire_waiting_sessions()
+                self.transport.wait_for_change(self.options.poll_interval)
+        except KeyboardInterrupt:
+            self.result.error = Interrupted("interrupted")
+            self._abandon_in_flight("interrupted")
+        self._join_workers()
+        self.emit(event("summary", devices=[s.summary() for s in self.result.sessions],
+                        exit_code=int(self.result.exit_code)))
+        return self.result
+
+    # --- discovery --------------------------------------------------------------------------
+
+    def _scan(self) -> None:
+        try:
+            refs = self.transport.devices()
+        except UsbError as error:
+            self.emit(event("notice", message=f"listing USB devices failed: {error}"))
+            return
+        present = set()
+        for ref in refs:
+            target = target_for(ref.info.vendor_id, ref.info.product_id)
+            if target is None:
+                continue
+            key = ref.info.enumeration_key
+            present.add(key)
+            if key not in self._seen and self._consider(ref, target):
+                self._seen.add(key)
+        self._seen &= present
+
+    def _consider(self, ref: DeviceRef, target: Target) -> bool:
+        """Start serving an enumeration; False to look at it again on the next scan."""
+        port = ref.info.port_path
+        worker = self._workers.get(port)
+        if worker is not None and worker.is_alive():
+            return False
+        session = self._by_port.get(port)
+        continuing = session is not None and (
+            session.state is State.AWAITING_SERVER
+            or (self.options.loop and session.state is State.DONE
+                and stage_of(ref.info) == "server"))
+        if not continuing:
+            reason = self._filter_out(ref)
+            if reason is not None:
+                if self.options.verbose >= 2:
+                    self.emit(event("device_ignored", port, reason=reason))
+                return True
+            if self._finishing():
+                return True
+            session = DeviceSession(port, target, self.options, self.emit)
+        assert session is not None
+        self._start(session, ref)
+        return True
+
+    def _filter_out(self, ref: DeviceRef) -> str | None:
+        info, options = ref.info, self.options
+        if options.port_number is not None and info.port_number != options.port_number:
+            return f"port {info.port_number} is not {options.port_number}"
+        if options.port_path is not None and info.port_path != options.port_path:
+            return f"path {info.port_path} is not {options.port_path}"
+        if options.serial is not None:
+            serial = _read_serial(ref)
+            if serial != options.serial:
+                return f"serial number {serial!r} is not {options.serial!r}"
+        return None
+
+    def _start(self, session: DeviceSession, ref: DeviceRef) -> None:
+        port = session.port
+        if self._by_port.get(port) is not session:
+            self._by_port[port] = session
+            self.result.sessions.append(session)
+        self.emit(event("device_arrived", port, chip=session.target.name,
+                        stage=stage_of(ref.info), serial_index=ref.info.serial_index,
+                        bus=ref.info.bus, address=ref.info.address, speed=ref.info.speed,
+                        interfaces=ref.info.num_interfaces))
+        worker = threading.Thread(target=session.run_stage, args=(ref,), daemon=True,
+                                  name=f"rpiboot-{port}")
+        self._workers[port] = worker
+        self._last_activity = time.monotonic()
+        worker.start()
+
+    # --- ending -----------------------------------------------------------------------------
+
+    def _busy(self) -> bool:
+        return (any(worker.is_alive() for worker in self._workers.values())
+                or any(s.state is State.AWAITING_SERVER for s in self.result.sessions))
+
+    def _finishing(self) -> bool:
+        """Without -l, no new device is taken once one has finished, as upstream."""
+        return not self.options.loop and any(s.terminal for s in self.result.sessions)
+
+    def _should_stop(self) -> bool:
+        now = time.monotonic()
+        if self._busy():
+            self._last_activity = now
+        elif self._finishing():
+            return True
+        options = self.options
+        if options.run_timeout is not None and now - self._started >= options.run_timeout:
+            self._time_out(f"run time limit of {options.run_timeout:g} s reached")
+            return True
+        if options.timeout is not None and not self._busy() and \
+                now - self._last_activity >= options.timeout:
+            if not self.result.sessions:
+                self.result.error = NoDeviceError(
+                    f"no Raspberry Pi in USB boot mode appeared within {options.timeout:g} s")
+            return True
+        return False
+
+    def _time_out(self, reason: str) -> None:
+        if not self.result.sessions:
+            self.result.error = NoDeviceError(f"{reason}; no device appeared")
+        self._abandon_in_flight(reason)
+
+    def _abandon_in_flight(self, reason: str) -> None:
+        for session in self.result.sessions:
+            if not session.terminal:
+                session.fail(StalledError(f"unfinished: {reason}"))
+
+    def _expire_waiting_sessions(self) -> None:
+        limit = self.options.reenumerate_timeout
+        for session in self.result.sessions:
+            if session.state is State.AWAITING_SERVER and session.left_rom_at is not None \
+                    and time.monotonic() - session.left_rom_at > limit:
+                session.fail(DeviceGoneError(f"device did not come back within {limit:g} s "
+                                             f"after accepting the second stage"))
+
+    def _join_workers(self) -> None:
+        grace = self.options.bulk_timeout + self.options.control_timeout
+        for worker in self._workers.values():
+            worker.join(timeout=grace)
+
+
+def _read_serial(ref: DeviceRef) -> str | None:
+    try:
+        handle = ref.open()
+    except UsbError:
+        return None
+    try:
+        return handle.read_string(ref.info.serial_index) if ref.info.serial_index else None
+    except UsbError:
+        return None
+    finally:
+        try:
+            handle.close()
+        except UsbError:
+            pass

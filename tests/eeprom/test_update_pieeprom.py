@@ -1,0 +1,138 @@
+"""update-pieeprom: the usbboot update-pieeprom.sh flow in Python."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from rpiboot.eeprom import image as img
+from rpiboot.eeprom.signing import signature_blocks_2712
+from rpiboot.eeprom.update_pieeprom_tool import main, sig_path_for
+
+from eeprom_helpers import (IMAGE_2711, IMAGE_2712, PRIVATE_PEM, RECOVERY_2712, SBR5_CONF, SBR_CONF,
+                            build_image, copy_into)
+
+
+def _setup(upstream: Path, tmp_path: Path, image: str, conf: str, recovery: bool) -> Path:
+    copy_into(upstream / conf, tmp_path, "boot.conf")
+    copy_into(upstream / image, tmp_path, "pieeprom.original.bin")
+    copy_into(upstream / PRIVATE_PEM, tmp_path, "example-private.pem")
+    if recovery:
+        copy_into(upstream / RECOVERY_2712, tmp_path, "recovery.original.bin")
+    return tmp_path
+
+
+def _sig_block(sig: str) -> str:
+    return f"Signing bootloader config\n{sig}"
+
+
+def test_golden_2711(upstream, golden, golden_env, tmp_path, monkeypatch, capsys) -> None:
+    monkeypatch.chdir(_setup(upstream, tmp_path, IMAGE_2711, SBR_CONF, False))
+    assert main(["-k", "example-private.pem"]) == 0
+    assert (tmp_path / "pieeprom.bin").read_bytes() == (golden / "2711-2026-08-04.update.pieeprom.bin").read_bytes()
+    assert (tmp_path / "pieeprom.sig").read_bytes() == (golden / "2711-2026-08-04.update.pieeprom.sig").read_bytes()
+    expected = (_sig_block((golden / "sbr-boot-conf.signed.sig").read_text())
+                + "new-image: pieeprom.bin\nsource-image: pieeprom.original.bin\nconfig: boot.conf\n")
+    assert capsys.readouterr().out == expected
+
+
+def test_golden_2712_f(upstream, golden, golden_env, tmp_path, monkeypatch, capsys) -> None:
+    monkeypatch.chdir(_setup(upstream, tmp_path, IMAGE_2712, SBR5_CONF, True))
+    assert main(["-f", "-k", "example-private.pem"]) == 0
+    assert (tmp_path / "pieeprom.bin").read_bytes() == (golden / "2712-2026-08-12.update-f.pieeprom.bin").read_bytes()
+    assert (tmp_path / "pieeprom.sig").read_bytes() == (golden / "2712-2026-08-12.update-f.pieeprom.sig").read_bytes()
+    assert (tmp_path / "bootcode5.bin").read_bytes() == (upstream / RECOVERY_2712).read_bytes()
+    expected = ("SIGN_RECOVERY: 0\nUsing unsigned recovery.bin\n'recovery.original.bin' -> 'bootcode5.bin'\n"
+                "Signing pieeprom.original.bin as pieeprom.signed_boot.bin\n"
+                + _sig_block((golden / "sbr5-boot-conf.signed.sig").read_text())
+                + "new-image: pieeprom.bin\nsource-image: pieeprom.signed_boot.bin\nconfig: boot.conf\n")
+    assert capsys.readouterr().out == expected
+    signed_boot = img.EepromImage((tmp_path / "pieeprom.signed_boot.bin").read_bytes())
+    blocks = signature_blocks_2712(signed_boot.get_file("bootcode.bin"))
+    assert [(b.sig_type, b.keynum) for b in blocks] == [("customer", 16), ("rpi", 0)]
+
+
+def test_golden_2712_fr(upstream, golden, golden_env, tmp_path, monkeypatch, capsys) -> None:
+    monkeypatch.chdir(_setup(upstream, tmp_path, IMAGE_2712, SBR5_CONF, True))
+    assert main(["-fr", "-k", "example-private.pem"]) == 0
+    assert (tmp_path / "bootcode5.bin").read_bytes() == \
+        (golden / "2712-2026-08-12.update-fr.bootcode5.bin").read_bytes()
+    assert (tmp_path / "pieeprom.bin").read_bytes() == (golden / "2712-2026-08-12.update-f.pieeprom.bin").read_bytes()
+    out = capsys.readouterr().out
+    assert out.startswith("SIGN_RECOVERY: 1\nSigning recovery.original.bin as bootcode5.bin\n")
+
+
+def test_unsigned_synthetic(tmp_path, monkeypatch, capsys) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "src.bin").write_bytes(build_image())
+    (tmp_path / "my.conf").write_bytes(b"[all]\nBOOT_ORDER=0xf1\n")
+    (tmp_path / "out.img.bin").write_bytes(b"stale")
+    assert main(["-i", "src.bin", "-c", "my.conf", "-o", "out.img.bin"]) == 0
+    assert capsys.readouterr().out == "new-image: out.img.bin\nsource-image: src.bin\nconfig: my.conf\n"
+    image = img.EepromImage((tmp_path / "out.img.bin").read_bytes())
+    assert image.config == b"[all]\nBOOT_ORDER=0xf1\n"
+    assert (tmp_path / "out.img.sig").read_text().splitlines()[1].startswith("ts: ")
+
+
+def test_signed_synthetic_ab_with_firmware(tmp_path, monkeypatch, key_files, capsys) -> None:
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("SIGN_FIRMWARE", "1")
+    data = bytearray(build_image(size=2 * 1024 * 1024, ab=True, last_pad_to=img.PARTITION_END,
+                                 bootcode=b"\x10" * 2000, bootsys=b"\x20" * 3000))
+    (tmp_path / "pieeprom.original.bin").write_bytes(bytes(data))
+    (tmp_path / "boot.conf").write_bytes(b"[all]\nSIGNED_BOOT=1\n")
+    (tmp_path / "recovery.original.bin").write_bytes(b"\x30" * 1000)
+    assert main(["-r", "-k", str(key_files["private"])]) == 0
+    out = img.EepromImage((tmp_path / "pieeprom.bin").read_bytes())
+    assert out.get_file("bootcode.bin")[:2000] == b"\x10" * 2000
+    assert out.get_file("bootsys")[:3000] == b"\x20" * 3000
+    assert signature_blocks_2712(out.get_file("bootsys"))[0].keynum == 16
+    assert len((tmp_path / "bootcode5.bin").read_bytes()) == 1000 + 532
+    assert "rsa2048: " in out.get_file("bootconf.sig").decode()
+
+
+def test_errors(tmp_path, monkeypatch, key_files, capsys) -> None:
+    monkeypatch.chdir(tmp_path)
+    assert main([]) == 1
+    assert "source image" in capsys.readouterr().err
+    (tmp_path / "pieeprom.original.bin").write_bytes(build_image())
+    assert main([]) == 1
+    assert "config file" in capsys.readouterr().err
+    (tmp_path / "boot.conf").write_bytes(b"[all]\n")
+    assert main(["-k", "missing.pem"]) == 1
+    assert main(["-k", ""]) == 2
+    assert main(["-k", str(key_files["small"])]) == 1
+    assert "2048" in capsys.readouterr().err
+    assert main(["-H", "definitely-not-a-wrapper-xyz", "-p", str(key_files["public"])]) == 1
+    assert main(["-H", sys.executable]) == 2
+    assert main(["-z"]) == 2
+    assert not (tmp_path / "pieeprom.bin").exists()
+    assert main(["-h"]) == 0
+
+
+def test_old_bootloader_refused_for_signing(tmp_path, monkeypatch, key_files, capsys) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "pieeprom.original.bin").write_bytes(build_image(bootcode=b"BUILD_TIMESTAMP=1600000000\0"))
+    (tmp_path / "boot.conf").write_bytes(b"[all]\n")
+    assert main(["-k", str(key_files["private"])]) == 1
+    assert "does not support secure-boot" in capsys.readouterr().err
+
+
+def test_sig_path_for() -> None:
+    assert sig_path_for("pieeprom.bin") == "pieeprom.sig"
+    assert sig_path_for("dir.x/image") == "dir.x/image.sig"
+    assert sig_path_for("a.b.bin") == "a.b.sig"
+
+
+def test_entry_point_subprocess(tmp_path) -> None:
+    (tmp_path / "pieeprom.original.bin").write_bytes(build_image())
+    (tmp_path / "boot.conf").write_bytes(b"[all]\n")
+    result = subprocess.run([sys.executable, "-m", "rpiboot.eeprom.update_pieeprom_tool"], cwd=tmp_path,
+                            capture_output=True, check=False, env={**os.environ, "SOURCE_DATE_EPOCH": "1"})
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.endswith(b"config: boot.conf\n")
+    assert (tmp_path / "pieeprom.sig").read_text().endswith("ts: 1\n")
