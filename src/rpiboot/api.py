@@ -1,8 +1,22 @@
 """The Python API: boot devices from a program, with a callback for every event.
 
+    import sys
+    from pathlib import Path
     from rpiboot import BootOptions, boot
-    result = boot(BootOptions(directory=Path("recovery"), loop=False), on_event=print)
-    sys.exit(result.exit_code)
+
+    def on_event(event):              # called from the engine's threads
+        if event.kind == "file_served":
+            print(event.port, event.data["name"], event.data["size"])
+
+    result = boot(BootOptions(directory=Path("recovery"), timeout=30), on_event=on_event)
+    for device in result.sessions:
+        print(device.summary())       # port, chip, serial, stages, files, bytes, result...
+    sys.exit(result.exit_code)        # rpiboot.errors.ExitCode, as the command line's
+
+Events are :class:`rpiboot.Event` objects (``kind``, ``port``, ``data``, ``time``);
+``event.to_dict()`` is the object ``rpiboot --json`` prints, described in docs/events.md.
+Without ``transport`` the real USB bus is used through libusb; pass a
+:class:`rpiboot.simulator.in_process.VirtualBus` to boot virtual Raspberry Pis instead.
 """
 
 from __future__ import annotations
@@ -21,6 +35,18 @@ from .transport import Transport, UsbUnavailable
 def boot(options: BootOptions | None = None, *, on_event: EventSink | None = None,
          transport: Transport | None = None, libusb: str | None = None) -> RunResult:
     """Serve Raspberry Pis in USB boot mode until the run is over; returns what happened.
+
+    ``options`` are the command line's settings (:class:`~rpiboot.options.BootOptions`; the
+    defaults wait for one device with no time limit, so set ``timeout``/``run_timeout`` in
+    programs). ``on_event`` is called with every :class:`~rpiboot.events.Event`, from the
+    manager's and the devices' threads, possibly at the same time (keep it quick and
+    thread-safe); an exception in it is reported once on stderr, later events are dropped and
+    the boot goes on. ``transport`` replaces the USB bus
+    (tests, the virtual Pi); ``libusb`` picks the libusb library as ``--libusb`` does.
+
+    Returns a :class:`~rpiboot.manager.RunResult`: ``sessions`` (one per port, each with
+    ``summary()`` and ``error``), ``error`` (a failure of the run as a whole, such as no device
+    within the timeout) and ``exit_code``.
 
     Raises :class:`~rpiboot.errors.RpibootError` subclasses for problems found before any
     device is touched (boot directory, USB library); device failures are in the result.

@@ -9,7 +9,11 @@ import argparse
 import re
 import sys
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
+
+if TYPE_CHECKING:
+    from typing import NoReturn
+    from .transport import Transport
 
 from . import __version__
 from .errors import ExitCode, RpibootError, UsageError
@@ -26,14 +30,22 @@ boot files in a directory. To flash the default bootloader EEPROM of a Compute M
 
 EXIT_STATUS_HELP = """\
 exit status: 0 every device completed; 2 usage; 3 boot directory problem; 4 no device within
---timeout; 5 transfer or protocol failure; 6 device refused the second stage; 7 permission
-denied; 8 libusb not loadable; 130 interrupted. With several devices the worst one wins."""
+--timeout; 5 transfer or protocol failure (also --follow timeout); 6 device refused the second
+stage; 7 permission denied; 8 libusb not loadable; 130 interrupted. With several devices the
+worst one wins. The --json events are described in docs/events.md."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """Usage errors are one line on stderr and exit status 2."""
+
+    def error(self, message: str) -> "NoReturn":  # type: ignore[override]
+        self.exit(int(ExitCode.USAGE),
+                  f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="rpiboot", description=DESCRIPTION,
-                                     epilog=EXIT_STATUS_HELP,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = _Parser(prog="rpiboot", description=DESCRIPTION, epilog=EXIT_STATUS_HELP,
+                     formatter_class=argparse.RawDescriptionHelpFormatter)
     upstream = parser.add_argument_group("upstream options")
     upstream.add_argument("-d", "--directory", type=Path, metavar="DIR",
                           help="boot the device with the files in DIR")
@@ -60,7 +72,26 @@ def build_parser() -> argparse.ArgumentParser:
                                "or to stdout without DIR")
     ours = parser.add_argument_group("further options")
     ours.add_argument("--json", action="store_true",
-                      help="print one JSON object per event instead of text")
+                      help="print one JSON object per event instead of text (docs/events.md)")
+    ours.add_argument("--plain", action="store_true",
+                      help="upstream's text lines even on a terminal (no live view)")
+    ours.add_argument("--list", action="store_true",
+                      help="list the Raspberry Pis in USB boot mode (chip, stage, port, serial, "
+                           "speed) without booting them; with --json one object per line")
+    ours.add_argument("--follow", nargs="?", type=float, const=60.0, metavar="SECONDS",
+                      help="after the file server is done, wait (default 60 s) for the device "
+                           "to reappear at its port as its final USB function (e.g. the "
+                           "mass-storage gadget) and report it; not in time: exit status 5")
+    setup = parser.add_argument_group("USB access set-up (Linux)")
+    setup.add_argument("--udev-rule", action="store_true",
+                       help="print a udev rule that lets a group open Raspberry Pis in boot mode")
+    setup.add_argument("--install-udev-rule", action="store_true",
+                       help="write the rule to /etc/udev/rules.d/60-rpiboot.rules (as root) and "
+                            "reload udev")
+    setup.add_argument("--group", default="plugdev", metavar="GROUP",
+                       help="group for the udev rule (default plugdev)")
+    setup.add_argument("-y", "--yes", action="store_true",
+                       help="do not ask for confirmation")
     ours.add_argument("--timeout", type=float, metavar="SECONDS",
                       help="give up if no device arrives (with -l: nothing happens) this long")
     ours.add_argument("--run-timeout", type=float, metavar="SECONDS",
@@ -111,7 +142,8 @@ def parse_options(argv: Sequence[str]) -> tuple[argparse.Namespace, BootOptions]
         poll_interval=args.delay / 1e6, timeout=args.timeout, run_timeout=args.run_timeout,
         open_delay=args.open_delay, return_code_delay=args.return_code_delay,
         close_delay=args.close_delay, retry_delay=args.retry_delay, retries=args.retries,
-        reenumerate_timeout=args.reenumerate_timeout, stall_timeout=args.stall_timeout)
+        reenumerate_timeout=args.reenumerate_timeout, stall_timeout=args.stall_timeout,
+        follow=args.follow)
     return args, options
 
 
@@ -124,39 +156,124 @@ def _check_conflicts(parser: argparse.ArgumentParser, args: argparse.Namespace) 
         parser.error("the port number must be 0 to 98")
     if args.delay <= 0:
         parser.error("-m needs a positive number of microseconds")
+    if args.retries < 1:
+        parser.error("--retries must be at least 1")
+    actions = [name for name in ("list", "udev_rule", "install_udev_rule", "demo")
+               if getattr(args, name)]
+    if len(actions) > 1 and actions != ["list", "demo"]:
+        parser.error(" and ".join("--" + name.replace("_", "-") for name in actions)
+                     + " exclude each other")
     for name in ("timeout", "run_timeout", "open_delay", "return_code_delay", "close_delay",
-                 "retry_delay", "reenumerate_timeout", "stall_timeout"):
+                 "retry_delay", "reenumerate_timeout", "stall_timeout", "follow"):
         value = getattr(args, name)
         if value is not None and value < 0:
             parser.error(f"--{name.replace('_', '-')} cannot be negative")
 
 
 def make_reporter(args: argparse.Namespace) -> EventSink:
+    """--json: JSON lines; a terminal: the live view; otherwise upstream's plain lines."""
     if args.json:
         return JsonReporter()
+    if not args.plain and _is_terminal(sys.stdout):
+        from .live_view import LiveView
+        return LiveView(verbose=args.verbose)
     return PlainReporter(verbose=args.verbose)
 
 
-def main(argv: Sequence[str] | None = None) -> int:
+def _is_terminal(stream: object) -> bool:
+    try:
+        return bool(stream.isatty())  # type: ignore[attr-defined]
+    except (AttributeError, ValueError):
+        return False
+
+
+def main(argv: Sequence[str] | None = None, *, transport: "Transport | None" = None) -> int:
+    """The command line; ``transport`` replaces USB (tests pass a VirtualBus)."""
     arguments = list(sys.argv[1:] if argv is None else argv)
     args, options = parse_options(arguments)
     if args.version:
         print(f"RPIBOOT: pkg-version {__version__} (rpiboot for Python)")
         return ExitCode.OK
-    reporter = make_reporter(args)
+    reporter: EventSink | None = None
     try:
+        if args.udev_rule or args.install_udev_rule:
+            return _udev(args)
+        if args.list:
+            return _list(args, transport)
+        reporter = make_reporter(args)
         if args.demo:
             from .demo import run_demo
             return int(run_demo(options, reporter))
         from .api import boot
-        result = boot(options, on_event=reporter, libusb=args.libusb)
+        result = boot(options, on_event=reporter, libusb=args.libusb, transport=transport)
     except RpibootError as error:
+        _close(reporter)
         return _report_error(error, args)
     except KeyboardInterrupt:
+        _close(reporter)
         return ExitCode.INTERRUPTED
     finally:
+        _close(reporter)
         _silence_closed_stdout()
+    if result.error is not None:  # e.g. no device within --timeout: say why, not only exit 4
+        _report_error(result.error, args)
     return int(result.exit_code)
+
+
+def _close(reporter: object) -> None:
+    close = getattr(reporter, "close", None)
+    if close is not None:
+        close()
+
+
+def _udev(args: argparse.Namespace) -> int:
+    from . import udev
+    if args.udev_rule:
+        sys.stdout.write(udev.udev_rule(args.group))
+        print(f"# Install: rpiboot --udev-rule | sudo tee {udev.RULES_PATH} && sudo udevadm "
+              f"control --reload-rules && sudo udevadm trigger", file=sys.stderr)
+        return ExitCode.OK
+    confirm = None if args.yes else _ask
+    udev.install_udev_rule(args.group, confirm=confirm)
+    return ExitCode.OK
+
+
+def _ask(question: str) -> bool:
+    if not _is_terminal(sys.stdin):
+        raise UsageError("not asking for confirmation without a terminal: add --yes")
+    try:
+        return input(question).strip().lower() in ("y", "yes")
+    except EOFError:
+        return False
+
+
+def _list(args: argparse.Namespace, transport: "Transport | None") -> int:
+    import json
+    from .listing import format_table, list_devices
+    owned = transport is None
+    if transport is None:
+        if args.demo:
+            from .demo import demo_pis
+            from .simulator.in_process import VirtualBus
+            transport = VirtualBus(demo_pis())
+        else:
+            from .api import _open_libusb
+            transport = _open_libusb(args.libusb)
+    try:
+        devices = list_devices(transport)
+    finally:
+        if owned:
+            transport.close()
+    if args.json:
+        import time
+        now = round(time.time(), 6)
+        for device in devices:
+            print(json.dumps({"event": "device_listed", "time": now, **device.to_dict()},
+                             separators=(",", ":")))
+    else:
+        for line in format_table(devices):
+            print(line)
+    return ExitCode.OK
 
 
 def _silence_closed_stdout() -> None:

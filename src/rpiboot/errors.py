@@ -68,6 +68,12 @@ class ProtocolError(TransferError):
     code = "protocol"
 
 
+class FollowTimeoutError(TransferError):
+    """--follow: the device did not reappear as its final USB function in time."""
+
+    code = "follow_timeout"
+
+
 class RefusedError(RpibootError):
     code = "refused"
     exit_code = ExitCode.REFUSED

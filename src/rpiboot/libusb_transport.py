@@ -9,6 +9,7 @@ from __future__ import annotations
 import ctypes
 import ctypes.util
 import os
+import sys
 import threading
 import time
 from typing import Any, Sequence
@@ -16,6 +17,8 @@ from typing import Any, Sequence
 from .transport import (AccessDenied, DeviceGone, DeviceInfo, TransferFailed, TransferTimeout,
                         UsbError, UsbUnavailable)
 
+FRESH_SCAN_INTERVAL = 0.05
+"""Seconds between scans through a new libusb context when hot-plug has been silent."""
 SPEEDS = {0: "unknown", 1: "low", 2: "full", 3: "high", 4: "super", 5: "super+"}
 
 
@@ -54,8 +57,8 @@ def load_libusb(choice: str | None = None) -> str:
         if not usb1.loadLibrary(library):
             return "(already loaded)"
         return candidate
-    hint = ("install libusb (Debian/Ubuntu: apt install libusb-1.0-0; macOS: brew install "
-            "libusb; Windows: pip install libusb-package)")
+    from .udev import libusb_hint
+    hint = libusb_hint()
     raise UsbUnavailable(f"cannot load libusb ({'; '.join(problems)}); {hint}")
 
 
@@ -70,6 +73,8 @@ class LibusbTransport:
         except usb1.USBError as error:
             raise UsbUnavailable(f"libusb could not start: {error}") from None
         self._changed = threading.Event()
+        self._hotplug_seen = False
+        self._last_fresh_scan = time.monotonic()
         self._hotplug_handle = None
         if usb1.hasCapability(usb1.CAP_HAS_HOTPLUG):
             try:
@@ -83,15 +88,34 @@ class LibusbTransport:
         return self._hotplug_handle is not None
 
     def _on_hotplug(self, context: Any, device: Any, event: Any) -> bool:
+        self._hotplug_seen = True
         self._changed.set()
         return False  # keep the callback registered
 
     def devices(self) -> Sequence["_LibusbRef"]:
+        """The bus as it is now. libusb's device list only changes on hot-plug events, and
+        those can go missing (netlink builds under umockdev get none; real hosts lose some), so
+        every FRESH_SCAN_INTERVAL without news the bus is read through a new context. Devices
+        keep their own context alive for as long as they (and handles opened from them) live."""
+        now = time.monotonic()
+        context = self._context
+        if not self._hotplug_seen and now - self._last_fresh_scan >= FRESH_SCAN_INTERVAL:
+            context = self._fresh_context() or context
+            self._last_fresh_scan = now
+        self._hotplug_seen = False
         try:
-            found = self._context.getDeviceList(skip_on_error=True)
+            found = context.getDeviceList(skip_on_error=True)
         except self._usb1.USBError as error:
             raise _translate(error) from None
         return [ref for ref in (_LibusbRef.wrap(device) for device in found) if ref]
+
+    def _fresh_context(self) -> Any:
+        try:
+            context = self._usb1.USBContext()
+            context.open()
+        except self._usb1.USBError:
+            return None
+        return context
 
     def wait_for_change(self, timeout: float) -> None:
         if self._hotplug_handle is None:
@@ -195,6 +219,9 @@ def _translate(error: Exception) -> UsbError:
         return DeviceGone(str(error))
     if isinstance(error, usb1.USBErrorAccess):
         return AccessDenied(str(error))
+    if isinstance(error, usb1.USBErrorNotSupported) and sys.platform == "win32":
+        # Windows reports a device without a WinUSB driver this way.
+        return AccessDenied(f"{error} (no WinUSB driver bound to the device)")
     if isinstance(error, usb1.USBErrorTimeout):
         return TransferTimeout(str(error))
     if isinstance(error, (usb1.USBErrorPipe, usb1.USBErrorIO, usb1.USBErrorOverflow,

@@ -15,11 +15,14 @@ from dataclasses import dataclass, field
 from .errors import (DeviceGoneError, ExitCode, Interrupted, NoDeviceError, RpibootError,
                      StalledError, worst)
 from .events import EventSink, event
+from .follow import Follower
 from .options import BootOptions
 from .session import DeviceSession, State, stage_of
 from .targets import Target, target_for
 from .transport import DeviceRef, Transport, UsbError
 
+SEEN_RETENTION = 2.0
+"""Seconds an enumeration that left the bus stays known (a new one gets a new address)."""
 WAITING_LINE = "Waiting for BCM2835/6/7/2711/2712..."
 
 
@@ -46,9 +49,11 @@ class DeviceManager:
         self.result = RunResult()
         self._by_port: dict[str, DeviceSession] = {}
         self._workers: dict[str, threading.Thread] = {}
-        self._seen: set[tuple[object, ...]] = set()
+        self._seen: dict[tuple[object, ...], float] = {}
+        """Enumerations already served or ignored, with when they were last listed."""
         self._started = time.monotonic()
         self._last_activity = self._started
+        self._follower = Follower(options, emit) if options.follow is not None else None
 
     def run(self) -> RunResult:
         self.emit(event("waiting", message=WAITING_LINE))
@@ -73,16 +78,22 @@ class DeviceManager:
         except UsbError as error:
             self.emit(event("notice", message=f"listing USB devices failed: {error}"))
             return
-        present = set()
+        now = time.monotonic()
         for ref in refs:
             target = target_for(ref.info.vendor_id, ref.info.product_id)
             if target is None:
                 continue
             key = ref.info.enumeration_key
-            present.add(key)
-            if key not in self._seen and self._consider(ref, target):
-                self._seen.add(key)
-        self._seen &= present
+            if key in self._seen:
+                self._seen[key] = now
+            elif self._consider(ref, target):
+                self._seen[key] = now
+        # A departed enumeration is forgotten only after a while: a stale listing (another
+        # libusb context, a lagging sysfs) must not make it look new again.
+        self._seen = {key: last for key, last in self._seen.items()
+                      if now - last < SEEN_RETENTION}
+        if self._follower is not None:
+            self._follower.scan(refs, self.result.sessions)
 
     def _consider(self, ref: DeviceRef, target: Target) -> bool:
         """Start serving an enumeration; False to look at it again on the next scan."""
@@ -139,7 +150,8 @@ class DeviceManager:
 
     def _busy(self) -> bool:
         return (any(worker.is_alive() for worker in self._workers.values())
-                or any(s.state is State.AWAITING_SERVER for s in self.result.sessions))
+                or any(s.state is State.AWAITING_SERVER for s in self.result.sessions)
+                or (self._follower is not None and self._follower.pending(self.result.sessions)))
 
     def _finishing(self) -> bool:
         """Without -l, no new device is taken once one has finished, as upstream."""
@@ -169,6 +181,8 @@ class DeviceManager:
         self._abandon_in_flight(reason)
 
     def _abandon_in_flight(self, reason: str) -> None:
+        if self._follower is not None:
+            self._follower.abandon(self.result.sessions, reason)
         for session in self.result.sessions:
             if not session.terminal:
                 session.fail(StalledError(f"unfinished: {reason}"))

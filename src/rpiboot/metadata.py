@@ -13,6 +13,7 @@ DUID_KEY = "FACTORY_UUID"
 _HEX_PREFIX = re.compile(r"[0-9a-fA-F]*")
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
 MAX_SERIAL_FILE_NAME = 64
+_VERBATIM = re.compile(r"[A-Za-z0-9]{1,%d}" % MAX_SERIAL_FILE_NAME)
 
 
 def decode_c40_duid(encoded: str) -> str | None:
@@ -53,13 +54,15 @@ def _c40_char(value: int) -> str | None:
 def safe_file_stem(serial: str) -> str:
     """A file name stem for a device-supplied serial number that cannot leave its directory.
 
-    Ordinary serials (hex digits) are kept as they are; anything else is reduced to
-    [A-Za-z0-9._-] and given a short hash of the original, so two hostile serials never collide.
+    Ordinary serials (letters and digits only) are kept as they are; anything else is reduced to
+    [A-Za-z0-9._-] and given '-' and a short hash of the original, so two hostile serials never
+    collide, and no serial can be chosen to equal the name another one was mapped to (a kept
+    serial never contains '-').
     """
-    cleaned = _UNSAFE.sub("_", serial).lstrip(".")[:MAX_SERIAL_FILE_NAME]
-    if cleaned == serial and serial:
+    if _VERBATIM.fullmatch(serial):
         return serial
-    digest = hashlib.sha256(serial.encode("utf-8", "surrogateescape")).hexdigest()[:8]
+    cleaned = _UNSAFE.sub("_", serial).lstrip(".")[:MAX_SERIAL_FILE_NAME]
+    digest = hashlib.sha256(serial.encode("utf-8", "surrogateescape")).hexdigest()[:16]
     return f"{cleaned or 'device'}-{digest}"
 
 

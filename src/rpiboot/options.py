@@ -44,6 +44,13 @@ class BootOptions:
     """How long a device may take to come back after the second stage was accepted."""
     stall_timeout: float = 60.0
     """How long a file server may stay silent before it is declared stalled."""
+    follow: float | None = None
+    """--follow: after the file server is done, wait this long for the device to reappear at
+    its port path as its final USB function (e.g. the mass-storage gadget); None: don't."""
+    sysfs_root: Path = Path("/sys")
+    """Where --follow looks for block devices (Linux); injectable for tests."""
+    follow_settle: float = 3.0
+    """How long --follow waits for a block device after the final function appeared."""
     control_timeout: float = 1.0
     bulk_timeout: float = 5.0
     read_timeout: float = 20.0

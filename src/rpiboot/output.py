@@ -66,7 +66,9 @@ class PlainReporter:
                 return ["Successful read 4 bytes "], []
             return [f"Failed : 0x{data['return_code'] & 0xFFFFFFFF:x}"], []
         if kind == "file_served":
-            return [f"File read: {data['name']}"], []
+            return [f"File read: {data['name']}"] + (
+                [f"{port}: sent {data['size']} bytes in {data['seconds']:.3f} s"]
+                if self.verbose >= 2 else []), []
         if kind == "file_missing":
             return [f"Cannot open file {data['name']}"], []
         if kind == "file_refused":
@@ -88,6 +90,9 @@ class PlainReporter:
             return [f"{port}: metadata {data['key']} = {data['value']}"], []
         if kind == "device_ignored":
             return [f"{port}: ignored ({data['reason']})"], []
+        if kind == "device_followed":
+            blocks = "".join(f" /dev/{name}" for name in data["block_devices"])
+            return [f"{port}: now {data['usb_id']}{blocks}"], []
         if kind == "summary":
             return self._summary(data), []
         return [], []
@@ -109,8 +114,16 @@ class PlainReporter:
                 f"  {device['port']:<12} {device['chip']:<8} serial {device['serial'] or '-':<12}"
                 f" {'+'.join(device['stages']):<10} {device['files']:>3} files "
                 f"{device['bytes']:>10} bytes {device['seconds']:>7.3f} s  {device['result']}"
-                + (f" ({device['error']})" if device["error"] else ""))
+                + (f" ({device['error']})" if device["error"] else "")
+                + _final_text(device.get("final")))
         return lines
+
+
+def _final_text(final: object) -> str:
+    if not isinstance(final, dict):
+        return ""
+    return f" -> {final['usb_id']}" + "".join(f" /dev/{name}" for name in
+                                             final.get("block_devices", []))
 
 
 class JsonReporter:

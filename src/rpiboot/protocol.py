@@ -99,22 +99,23 @@ def parse_file_message(raw: bytes) -> FileServerEvent:
     end = field.find(b"\0")
     if end == 0:
         return Done(acknowledge=True)
+    if command == Command.DONE:
+        # As upstream: command 2 ends the stage whatever its name holds (even no terminator).
+        return Done(acknowledge=False)
+    known = command in (Command.GET_FILE_SIZE, Command.READ_FILE)
     if end < 0:
-        return BadRequest(command, "file name is not NUL-terminated", reply=command != Command.DONE)
+        return BadRequest(command, "file name is not NUL-terminated", reply=known,
+                          fatal=not known)
     name_bytes = field[:end]
-    if name_bytes.startswith(b"*") and command != Command.DONE:
+    if name_bytes.startswith(b"*"):
         return _metadata(name_bytes[1:])
+    if not known:
+        return BadRequest(command, f"unknown command {command}", reply=False, fatal=True)
     try:
         name = name_bytes.decode("utf-8")
     except UnicodeDecodeError:
-        return BadRequest(command, "file name is not valid UTF-8", reply=command != Command.DONE)
-    if command == Command.GET_FILE_SIZE:
-        return GetFileSize(name)
-    if command == Command.READ_FILE:
-        return ReadFile(name)
-    if command == Command.DONE:
-        return Done(acknowledge=False)
-    return BadRequest(command, f"unknown command {command}", reply=False, fatal=True)
+        return BadRequest(command, "file name is not valid UTF-8", reply=True)
+    return GetFileSize(name) if command == Command.GET_FILE_SIZE else ReadFile(name)
 
 
 def _metadata(body: bytes) -> Metadata:

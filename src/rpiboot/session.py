@@ -12,7 +12,7 @@ import enum
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable
+from typing import Callable, Iterable
 
 from . import protocol
 from .errors import (BootDirectoryError, DeviceGoneError, PermissionDeniedError, ProtocolError,
@@ -56,12 +56,16 @@ class DeviceSession:
     left_rom_at: float | None = None
     error: RpibootError | None = None
     directory: Path | None = None
+    final: dict[str, object] | None = None
+    """--follow: the USB function the device became (vendor/product, block devices)."""
 
     @property
     def terminal(self) -> bool:
         return self.state in (State.DONE, State.FAILED)
 
     def fail(self, error: RpibootError) -> None:
+        if self.state is State.FAILED:
+            return  # the first failure stands (a worker may end after the run timed it out)
         self.state, self.error, self.finished = State.FAILED, error, time.monotonic()
         self.emit(event("device_failed", self.port, code=error.code, message=str(error),
                         exit_code=int(error.exit_code)))
@@ -73,7 +77,8 @@ class DeviceSession:
                 "bytes": self.bytes_sent, "seconds": round(end - self.started, 3),
                 "result": "ok" if self.state is State.DONE else
                 ("failed" if self.state is State.FAILED else self.state.value),
-                "error": None if self.error is None else self.error.code}
+                "error": None if self.error is None else self.error.code,
+                "final": self.final}
 
     # --- one enumeration --------------------------------------------------------------------
 
@@ -124,9 +129,10 @@ class DeviceSession:
             try:
                 return ref.open()
             except AccessDenied:
+                from .udev import access_hint
                 raise PermissionDeniedError(
-                    f"Permission to access USB device {self.port} denied: run "
-                    f"'rpiboot --udev-rule' to let your group open it, or run as root") from None
+                    f"Permission to access USB device {self.port} denied: "
+                    f"{access_hint()}") from None
             except DeviceGone:
                 raise
             except UsbError as error:
@@ -151,7 +157,8 @@ class DeviceSession:
         began = time.monotonic()
         message = protocol.boot_message(second_stage.size, signature)
         link.write(len(message), [message])
-        sent = link.write(second_stage.size, second_stage.chunks(self.options.chunk_size))
+        sent = link.write(second_stage.size, second_stage.chunks(self.options.chunk_size),
+                          _progress_reporter(self, name, second_stage.size, began))
         self.bytes_sent += sent
         time.sleep(self.options.return_code_delay)
         code = protocol.parse_return_code(
@@ -277,7 +284,8 @@ class _FileServer:
             return
         began = time.monotonic()
         try:
-            sent = self.link.write(found.size, found.chunks(self.options.chunk_size))
+            sent = self.link.write(found.size, found.chunks(self.options.chunk_size),
+                                   _progress_reporter(self.session, name, found.size, began))
         except OSError as error:
             raise TransferError(f"cannot read {found.origin}: {error}") from None
         self.session.files_served += 1
@@ -327,8 +335,11 @@ class Link:
         handle.claim_interface(interface)
         return cls(handle, endpoint, options)
 
-    def write(self, length: int, chunks: Iterable[bytes]) -> int:
-        """Announce ``length`` bytes with a control OUT, then send them by bulk OUT."""
+    def write(self, length: int, chunks: Iterable[bytes],
+              progress: Callable[[int], None] | None = None) -> int:
+        """Announce ``length`` bytes with a control OUT, then send them by bulk OUT.
+
+        ``progress`` is called with the bytes sent so far after every bulk transfer."""
         self.handle.vendor_out(*protocol.split_length(length), self.options.control_timeout)
         sent = 0
         for chunk in chunks:
@@ -339,6 +350,8 @@ class Link:
                     raise TransferError(f"device accepted no data after {sent} of {length} bytes")
                 sent += accepted
                 view = view[accepted:]
+                if progress is not None:
+                    progress(sent)
         if sent != length:
             raise TransferError(f"sent {sent} of {length} bytes")
         return sent
@@ -353,6 +366,26 @@ class Link:
 
     def read(self, length: int, timeout: float) -> bytes:
         return bytes(self.handle.vendor_in(*protocol.split_length(length), length, timeout))
+
+
+PROGRESS_INTERVAL = 0.1
+"""Seconds between ``file_progress`` events for one transfer."""
+
+
+def _progress_reporter(session: DeviceSession, name: str, size: int,
+                       began: float) -> Callable[[int], None]:
+    """Emits ``file_progress`` at most every PROGRESS_INTERVAL (none for quick transfers;
+    ``file_served`` / ``second_stage_sent`` mark the end)."""
+    last = [began]
+
+    def report(sent: int) -> None:
+        now = time.monotonic()
+        if now - last[0] >= PROGRESS_INTERVAL:
+            last[0] = now
+            session.emit(event("file_progress", session.port, name=name, sent=sent, size=size,
+                               seconds=round(now - began, 6)))
+
+    return report
 
 
 def _close(handle: DeviceHandle) -> None:

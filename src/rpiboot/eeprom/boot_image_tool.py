@@ -40,11 +40,12 @@ import sys
 import tempfile
 import time
 from pathlib import Path, PurePosixPath
-from typing import NoReturn, Sequence
+from typing import Callable, NoReturn, Sequence
 
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa, utils
 
+from rpiboot.eeprom.signing import sig_text
 from rpiboot.eeprom.fat_image import (
     FatParameterError,
     FatPlan,
@@ -104,7 +105,7 @@ def _pruned_names(board: str, arch: str) -> tuple[str, ...]:
     return tuple(names)
 
 
-def _include_filter(board: str, arch: str):
+def _include_filter(board: str, arch: str) -> Callable[[PurePosixPath], bool]:
     pruned = _pruned_names(board, arch)
 
     def include(rel: PurePosixPath) -> bool:
@@ -148,13 +149,13 @@ class _OutputError(Exception):
 
 
 def _signature_text(image: Path, key: rsa.RSAPrivateKey, timestamp: int) -> str:
-    """rpi-eeprom-digest .sig body (TODO: switch to rpiboot.eeprom.signing)."""
+    """rpi-eeprom-digest .sig body; the image is hashed as a stream, not read whole."""
     digest = hashlib.sha256()
     with open(image, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             digest.update(chunk)
     sig = key.sign(digest.digest(), padding.PKCS1v15(), utils.Prehashed(hashes.SHA256()))
-    return f"{digest.hexdigest()}\nts: {timestamp}\nrsa2048: {sig.hex()}\n"
+    return sig_text(digest.hexdigest(), str(timestamp), rsa_hex=sig.hex())
 
 
 def _sig_path(output: Path) -> Path:

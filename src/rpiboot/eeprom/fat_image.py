@@ -32,7 +32,7 @@ import zlib
 from array import array
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
-from typing import BinaryIO, Callable, Iterator
+from typing import Any, BinaryIO, Callable, Iterator
 
 __all__ = [
     "FatImageError",
@@ -462,26 +462,41 @@ def plan_fat_image(source_dir: Path, *, size_bytes: int | None = None, label: st
 
 
 def _auto_layout(root: _Node, args: tuple, overhead_kib: int, has_label: bool) -> _Layout:
+    """Upstream-style estimate (contents + FAT + root dir, KiB-rounded, plus slack)."""
     fat_type, ss, spc, num_fats, root_entries = args
     cluster_bytes = ss * spc
-    guess_type = fat_type or 16
-    need = _needed_clusters(root, guess_type, cluster_bytes, has_label)
-    meta = _layout(1, guess_type, ss, spc, num_fats, root_entries)
-    fat_sectors = -(-_fat_bytes(guess_type, need + 2) // ss)
-    estimate = (meta.reserved_sectors + meta.root_dir_sectors + num_fats * fat_sectors) * ss
-    estimate += need * cluster_bytes
-    kib = -(-estimate // 1024) + max(0, overhead_kib)
-    total = -(-kib * 1024 // ss)
+    guess = fat_type
+    if guess is None:
+        need16 = _needed_clusters(root, 16, cluster_bytes, has_label)
+        guess = 32 if need16 > 65526 else 16 if need16 > 4085 else 12
+    total = _estimate_sectors(root, guess, args, overhead_kib, has_label)
     for _ in range(10_000):
         lay = _choose_layout(total, *args)
         if lay is None:
             total += max(1, _MIN_CLUSTERS[fat_type or 12] // 8) * spc
+            continue
+        if lay.fat_type != guess:
+            # The slack pushed us into another FAT type: re-estimate for it.
+            guess = lay.fat_type
+            total = max(total, _estimate_sectors(root, guess, args, overhead_kib, has_label))
             continue
         shortfall = _needed_clusters(root, lay.fat_type, cluster_bytes, has_label) - lay.clusters
         if shortfall <= 0:
             return lay
         total += shortfall * spc + max(1, 1024 // ss)
     raise FatParameterError("could not find a FAT geometry for these contents")
+
+
+def _estimate_sectors(root: _Node, fat_type: int, args: tuple, overhead_kib: int,
+                      has_label: bool) -> int:
+    _, ss, spc, num_fats, root_entries = args
+    need = _needed_clusters(root, fat_type, ss * spc, has_label)
+    meta = _layout(1, fat_type, ss, spc, num_fats, root_entries)
+    fat_sectors = -(-_fat_bytes(fat_type, need + 2) // ss)
+    estimate = (meta.reserved_sectors + meta.root_dir_sectors + num_fats * fat_sectors) * ss
+    estimate += need * ss * spc
+    kib = -(-estimate // 1024) + max(0, overhead_kib)
+    return -(-kib * 1024 // ss)
 
 
 def _allocate(root: _Node, lay: _Layout, has_label: bool) -> int:
@@ -661,7 +676,8 @@ def _dirs_with_parents(node: _Node, parent: _Node | None) -> Iterator[tuple[_Nod
 
 
 def build_fat_image(source_dir: Path, output: Path, *, size_bytes: int | None = None,
-                    label: str = "BOOT", fat_type: int | None = None, **options) -> FatPlan:
+                    label: str = "BOOT", fat_type: int | None = None,
+                    **options: Any) -> FatPlan:
     """Build a FAT image of ``source_dir`` at ``output`` atomically.
 
     The image goes to a temporary file next to ``output`` which replaces it
@@ -758,7 +774,8 @@ class _Reader:
 
     def cluster_data(self, chain: list[int]) -> bytes:
         size = self.ss * self.spc
-        return b"".join(self.data[self.data_start + (c - 2) * size:][:size] for c in chain)
+        return b"".join(self.data[self.data_start + (c - 2) * size:self.data_start + (c - 1) * size]
+                        for c in chain)
 
 
 def _short_to_str(raw: bytes, flags: int) -> str:

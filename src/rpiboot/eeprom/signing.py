@@ -187,7 +187,12 @@ def sig_timestamp() -> str:
 
 def make_sig_file(data: bytes, timestamp: str, target_soc: str = "",
                   rsa_hex: str = "") -> str:
-    lines = [hashlib.sha256(data).hexdigest(), f"ts: {timestamp}"]
+    return sig_text(hashlib.sha256(data).hexdigest(), timestamp, target_soc, rsa_hex)
+
+
+def sig_text(sha256_hex: str, timestamp: str, target_soc: str = "", rsa_hex: str = "") -> str:
+    """The body of an rpi-eeprom-digest .sig file for content with this SHA-256."""
+    lines = [sha256_hex, f"ts: {timestamp}"]
     if target_soc:
         lines.append(f"target-soc: {target_soc}")
     if rsa_hex:

@@ -15,7 +15,7 @@ import hashlib
 import struct
 import threading
 from dataclasses import dataclass, field
-from typing import Protocol, Sequence
+from typing import Any, Protocol, Sequence
 
 from . import descriptors
 from .script import DONE, GET_FILE_SIZE, READ_FILE, Request, done, load, metadata
@@ -178,6 +178,10 @@ class _Transfer:
     purpose: str
     name: str = ""
     received: bytearray = field(default_factory=bytearray)
+    # Bytes are kept only when ``keep`` (VirtualPi.keep_data): large transfers need no memory.
+    keep: bool = True
+    count: int = 0
+    digest: Any = field(default_factory=hashlib.sha256)
 
 
 class VirtualPi:
@@ -298,7 +302,7 @@ class VirtualPi:
         with self._lock:
             self._check_current(function)
             if self._pending is not None:
-                self._violation(f"new write announced with {len(self._pending.received)} of "
+                self._violation(f"new write announced with {self._pending.count} of "
                                 f"{self._pending.expected} bytes still outstanding")
                 self._pending = None
             stage = self.stages[self.stage_index]
@@ -330,11 +334,14 @@ class VirtualPi:
             if transfer is None:
                 self._violation(f"{len(data)} bulk bytes with no write announced")
                 raise Stall("unexpected bulk data")
-            if len(transfer.received) + len(data) > transfer.expected:
+            if transfer.count + len(data) > transfer.expected:
                 self._violation(f"bulk data overruns the announced {transfer.expected} bytes")
                 raise Stall("too much bulk data")
-            transfer.received += data
-            if len(transfer.received) == transfer.expected:
+            transfer.count += len(data)
+            transfer.digest.update(data)
+            if transfer.keep:
+                transfer.received += data
+            if transfer.count == transfer.expected:
                 self._pending = None
                 self._complete(transfer)
             return len(data)
@@ -346,10 +353,15 @@ class VirtualPi:
     def _violation(self, text: str) -> None:
         self.violations.append(f"stage {self.stage_index}: {text}")
 
-    def _record(self, kind: str, name: str = "", value: int = 0, data: bytes = b"") -> None:
-        self.received.append(Received(
-            self.stage_index, kind, name, value, data if self.keep_data else b"",
-            hashlib.sha256(data).hexdigest() if data or kind in ("file", "second_stage") else ""))
+    def _record(self, kind: str, name: str = "", value: int = 0, data: bytes = b"",
+                sha256: str | None = None) -> None:
+        # The boot message is always kept: the ROM checks the second stage against its length.
+        keep = self.keep_data or kind == "boot_message"
+        if sha256 is None:
+            sha256 = hashlib.sha256(data).hexdigest() if data or kind in ("file",
+                                                                          "second_stage") else ""
+        self.received.append(Received(self.stage_index, kind, name, value,
+                                      data if keep else b"", sha256))
 
     def _rom_announce(self, length: int) -> None:
         stage_records = [r for r in self.received if r.stage == self.stage_index]
@@ -362,7 +374,7 @@ class VirtualPi:
             if length != declared:
                 self._violation(f"second stage announced as {length} bytes, boot message "
                                 f"said {declared}")
-            self._pending = _Transfer(length, "second_stage")
+            self._pending = _Transfer(length, "second_stage", keep=self.keep_data)
         else:
             self._violation("more writes than the ROM expects")
         if self._pending is not None and self._pending.expected == 0:
@@ -383,9 +395,10 @@ class VirtualPi:
     def _complete(self, transfer: _Transfer) -> None:
         if transfer.purpose in ("boot_message", "second_stage"):
             self._record(transfer.purpose, data=bytes(transfer.received),
-                         value=transfer.expected)
+                         value=transfer.expected, sha256=transfer.digest.hexdigest())
         else:
-            self._record("file", transfer.name, transfer.expected, bytes(transfer.received))
+            self._record("file", transfer.name, transfer.expected, bytes(transfer.received),
+                         sha256=transfer.digest.hexdigest())
 
     def _server_request(self, stage: ServerStage, buffer_size: int) -> bytes:
         if self._awaiting is not None and self._awaiting.command != DONE:
@@ -432,7 +445,7 @@ class VirtualPi:
             if length == 0:
                 self._record("file", request.text, 0)
             else:
-                self._pending = _Transfer(length, "file", request.text)
+                self._pending = _Transfer(length, "file", request.text, keep=self.keep_data)
         else:
             self._violation(f"reply to unknown command {request.command}")
 

@@ -1,0 +1,167 @@
+"""``rpiboot-virtual``: start virtual Raspberry Pis under umockdev and run a command against them.
+
+Linux only. The boards sit behind emulated usbfs, so the command uses real libusb exactly as on
+a host with Raspberry Pis plugged in::
+
+    rpiboot-virtual --pi 2711:1-3 --pi 2712:1-1.4 -- rpiboot -d DIR
+    rpiboot-virtual --pi 2711:1-3,meta.MAC_ADDR=d8:3a:dd:01:02:03 --report out.json -- rpiboot -j
+    rpiboot-virtual --pi 2837:1-2,two-interfaces --pi 2711:1-5,arrive=1.5 -- rpiboot -l --timeout 3
+
+A board is ``CHIP:PORT_PATH[,OPTION...]`` (chips 2835, 2837, 2711, 2712); the options (serial,
+files, meta.KEY, two-interfaces, arrive, reenumerate-delay, unplug-after, stall-at, return-code,
+open-error, gadget) are described in :mod:`rpiboot.simulator.umockdev_host`, as is the JSON
+``--scenario`` format. ``--report FILE`` writes what each board received (names, sizes, SHA-256,
+protocol violations). The exit status is the command's.
+
+How it runs: this entry point runs under the project's Python, finds ``umockdev-wrapper`` and a
+Python that has PyGObject with the UMockdev typelib (``/usr/bin/python3`` on Debian/Ubuntu, or
+``--python``/``RPIBOOT_VIRTUAL_PYTHON``), and runs ``umockdev-wrapper PYTHON -m
+rpiboot.simulator.umockdev_host ...`` with this very package importable. The simulator is
+standard-library only, so both Pythons share it. Requirements (Debian/Ubuntu)::
+
+    sudo apt-get install umockdev gir1.2-umockdev-1.0 python3-gi
+
+Under umockdev, libusb builds that learn about devices through udev (Debian's system libusb,
+``rpiboot --libusb system``) receive hot-plug events; netlink builds (libusb-package's wheel) get
+none and only see devices present when their libusb context was created.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Sequence
+
+INSTALL_HINT = "install it with: sudo apt-get install umockdev gir1.2-umockdev-1.0 python3-gi"
+PROBE = ("import gi; gi.require_version('UMockdev', '1.0'); "
+         "from gi.repository import UMockdev; UMockdev.Testbed")
+PYTHON_ENV = "RPIBOOT_VIRTUAL_PYTHON"
+SAVED_PYTHONPATH = "RPIBOOT_VIRTUAL_SAVED_PYTHONPATH"
+
+
+class Unavailable(Exception):
+    """A prerequisite for running virtual Pis under umockdev is missing."""
+
+
+def find_wrapper() -> str:
+    wrapper = shutil.which("umockdev-wrapper")
+    if not wrapper:
+        raise Unavailable(f"umockdev-wrapper not found; {INSTALL_HINT}")
+    return wrapper
+
+
+def python_candidates(explicit: str | None = None) -> list[str]:
+    names = [explicit] if explicit else [os.environ.get(PYTHON_ENV), "/usr/bin/python3",
+                                         sys.executable, shutil.which("python3")]
+    seen: list[str] = []
+    for name in names:
+        if name and name not in seen:
+            seen.append(name)
+    return seen
+
+
+def has_umockdev_gi(python: str) -> bool:
+    try:
+        result = subprocess.run([python, "-c", PROBE], capture_output=True, timeout=30,
+                                env=_without_pythonpath())
+    except (OSError, subprocess.SubprocessError):
+        return False
+    return result.returncode == 0
+
+
+def find_python(explicit: str | None = None) -> str:
+    """A Python that can import PyGObject's UMockdev binding."""
+    candidates = python_candidates(explicit)
+    for python in candidates:
+        if has_umockdev_gi(python):
+            return python
+    raise Unavailable(f"no Python with PyGObject and the UMockdev typelib (tried "
+                      f"{', '.join(candidates)}); {INSTALL_HINT}")
+
+
+def check() -> tuple[str, str]:
+    """(wrapper, python), or :class:`Unavailable` with an install hint."""
+    if not sys.platform.startswith("linux"):
+        raise Unavailable("virtual Pis under umockdev need Linux")
+    return find_wrapper(), find_python()
+
+
+def _without_pythonpath() -> dict[str, str]:
+    env = dict(os.environ)
+    env.pop("PYTHONPATH", None)
+    return env
+
+
+def _package_link_dir() -> tempfile.TemporaryDirectory[str]:
+    """A directory holding only a link to this ``rpiboot`` package, for the other Python's
+    PYTHONPATH (the package's real parent may be a site-packages full of other things)."""
+    package = Path(__file__).resolve().parent.parent
+    holder = tempfile.TemporaryDirectory(prefix="rpiboot-virtual-")
+    os.symlink(package, Path(holder.name) / "rpiboot")
+    return holder
+
+
+def host_command(wrapper: str, python: str, arguments: Sequence[str]) -> list[str]:
+    return [wrapper, python, "-m", "rpiboot.simulator.umockdev_host", *arguments]
+
+
+def _split_own_options(argv: list[str]) -> tuple[str | None, bool, list[str]]:
+    """Take --python/--check (before any ``--``); everything else goes to the host runner."""
+    python, check_only, rest = None, False, []
+    iterator = iter(range(len(argv)))
+    for i in iterator:
+        item = argv[i]
+        if item == "--":
+            rest += argv[i:]
+            break
+        if item == "--check":
+            check_only = True
+        elif item == "--python" and i + 1 < len(argv):
+            python = argv[i + 1]
+            next(iterator, None)
+        elif item.startswith("--python="):
+            python = item.split("=", 1)[1]
+        else:
+            rest.append(item)
+    return python, check_only, rest
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    arguments = list(sys.argv[1:] if argv is None else argv)
+    python, check_only, rest = _split_own_options(arguments)
+    own = rest[:rest.index("--")] if "--" in rest else rest
+    if "-h" in own or "--help" in own or not (rest or check_only):
+        _print_help()
+        return 0 if rest else 2
+    try:
+        if not sys.platform.startswith("linux"):
+            raise Unavailable("virtual Pis under umockdev need Linux")
+        wrapper, interpreter = find_wrapper(), find_python(python)
+    except Unavailable as error:
+        print(f"rpiboot-virtual: {error}", file=sys.stderr)
+        return 3
+    if check_only:
+        print(f"rpiboot-virtual: ready ({wrapper} with {interpreter})")
+        return 0
+    with _package_link_dir() as link_dir:
+        env = dict(os.environ, PYTHONPATH=link_dir)
+        env[SAVED_PYTHONPATH] = os.environ.get("PYTHONPATH", "")
+        try:
+            return subprocess.call(host_command(wrapper, interpreter, rest), env=env)
+        except KeyboardInterrupt:
+            return 130
+
+
+def _print_help() -> None:
+    print("usage: rpiboot-virtual [--python PYTHON] [--check] --pi CHIP:PORT[,OPTION...] "
+          "[--pi ...] [--scenario FILE] [--report FILE] [--command-timeout SECONDS] [-q] "
+          "-- COMMAND [ARG...]\n")
+    print(__doc__)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,109 @@
+"""USB access set-up: the Linux udev rule (``--udev-rule``, ``--install-udev-rule``) and the
+hints for other systems shown where opening a device or loading libusb fails."""
+
+from __future__ import annotations
+
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+from typing import Callable, Sequence
+
+from .errors import PermissionDeniedError, RpibootError, UsageError
+
+RULES_PATH = Path("/etc/udev/rules.d/60-rpiboot.rules")
+DEFAULT_GROUP = "plugdev"
+PRODUCT_IDS = ("2763", "2764", "2711", "2712")
+_GROUP_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]{0,31}\$?$")
+
+
+def udev_rule(group: str = DEFAULT_GROUP) -> str:
+    """The rules file: one line per boot-mode product, group access plus ``uaccess`` (the user
+    logged in at the seat gets access without being in the group)."""
+    if not _GROUP_NAME.match(group):
+        raise UsageError(f"not a valid group name: {group!r}")
+    lines = [
+        "# rpiboot: let members of group '" + group + "' and the user at the seat open",
+        "# Raspberry Pis in USB boot mode (Broadcom 0a5c). Installed by 'rpiboot "
+        "--install-udev-rule'.",
+    ]
+    for product in PRODUCT_IDS:
+        lines.append(f'SUBSYSTEM=="usb", ATTR{{idVendor}}=="0a5c", ATTR{{idProduct}}=="{product}", '
+                     f'MODE="0660", GROUP="{group}", TAG+="uaccess"')
+    return "\n".join(lines) + "\n"
+
+
+Runner = Callable[[Sequence[str]], int]
+
+
+def _run(command: Sequence[str]) -> int:
+    return subprocess.run(list(command), check=False).returncode
+
+
+def install_udev_rule(group: str = DEFAULT_GROUP, *, path: Path = RULES_PATH,
+                      confirm: Callable[[str], bool] | None = None,
+                      runner: Runner = _run, which: Callable[[str], str | None] = shutil.which,
+                      platform: str = sys.platform,
+                      say: Callable[[str], None] = print) -> bool:
+    """Write the rule to ``path`` (after ``confirm`` unless it is None), then reload udev.
+
+    Returns False when the user declined. Raises :class:`UsageError` off Linux and
+    :class:`PermissionDeniedError` when the file cannot be written (not root)."""
+    if not platform.startswith("linux"):
+        raise UsageError("udev rules are for Linux; " + access_hint(platform))
+    text = udev_rule(group)
+    if confirm is not None and not confirm(f"Write this rule to {path} and reload udev?\n\n"
+                                           f"{text}\nProceed? [y/N] "):
+        say("Nothing written.")
+        return False
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(text)
+    except PermissionError:
+        raise PermissionDeniedError(
+            f"cannot write {path}: permission denied; run it as root ('sudo rpiboot "
+            f"--install-udev-rule'), or: rpiboot --udev-rule | sudo tee {path}") from None
+    except OSError as error:
+        raise RpibootError(f"cannot write {path}: {error}") from None
+    say(f"Wrote {path}")
+    if which("udevadm") is None:
+        say("udevadm not found: reload the rules yourself or re-plug the device.")
+        return True
+    for command in (["udevadm", "control", "--reload-rules"], ["udevadm", "trigger"]):
+        code = runner(command)
+        if code != 0:
+            say(f"'{' '.join(command)}' failed with status {code}; re-plug the device or "
+                f"reboot to apply the rule.")
+            return True
+    say(f"udev rules reloaded. Members of group '{group}' (add yourself with: sudo usermod "
+        f"-aG {group} $USER, then log in again) can now run rpiboot without root.")
+    return True
+
+
+def access_hint(platform: str = sys.platform) -> str:
+    """What to do when a device cannot be opened, for this operating system."""
+    if platform.startswith("linux"):
+        return ("run 'rpiboot --udev-rule' to see a udev rule that lets your group open it "
+                "('sudo rpiboot --install-udev-rule' installs it), or run as root")
+    if platform == "win32":
+        return ("Windows needs the WinUSB driver for the device: install it with Zadig "
+                "(https://zadig.akeo.ie) or the Raspberry Pi rpiboot driver installer "
+                "(rpiboot_setup.exe), then re-plug the device")
+    if platform == "darwin":
+        return ("on macOS make sure libusb is installed ('brew install libusb') and no other "
+                "program holds the device")
+    return "check that your user may open USB devices, or run as root"
+
+
+def libusb_hint(platform: str = sys.platform) -> str:
+    """What to install when libusb cannot be loaded, for this operating system."""
+    if platform.startswith("linux"):
+        return ("install libusb (Debian/Ubuntu: sudo apt install libusb-1.0-0; Fedora: sudo dnf "
+                "install libusb1) or pip install libusb-package")
+    if platform == "win32":
+        return ("pip install libusb-package (bundles libusb-1.0.dll); the device also needs "
+                "the WinUSB driver (Zadig or the rpiboot driver installer)")
+    if platform == "darwin":
+        return "brew install libusb (or pip install libusb-package)"
+    return "install libusb 1.0 or pip install libusb-package"
