@@ -16,7 +16,7 @@ from rpiboot.simulator import RomStage, ServerStage, VirtualPi, typical_pi
 from rpiboot.simulator.in_process import VirtualBus
 from rpiboot.simulator.script import done, load
 
-from conftest import REPO_ROOT, assert_received_exactly
+from engine_support import REPO_ROOT, assert_received_exactly
 
 FAST = ["--plain", "--timeout", "3", "--run-timeout", "20", "--stall-timeout", "0.3",
         "--retry-delay", "0.01", "-m", "5000"]

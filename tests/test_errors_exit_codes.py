@@ -18,7 +18,7 @@ from rpiboot.simulator import RomStage, ServerStage, VirtualPi, typical_pi
 from rpiboot.simulator.in_process import VirtualBus
 from rpiboot.simulator.script import done, load
 
-from conftest import fast_options, run_boot, write
+from engine_support import fast_options, run_boot, write
 
 FAST_CLI = ["--plain", "--timeout", "3", "--run-timeout", "20", "--stall-timeout", "0.3",
             "--reenumerate-timeout", "0.5", "--retry-delay", "0.01", "--retries", "2",

@@ -16,7 +16,7 @@ from rpiboot.file_source import (BootFiles, check_boot_directory, default_direct
                                  refusal_reason)
 from rpiboot.targets import BCM2711, BCM2712, BCM2835, BCM2837
 
-from conftest import content, write
+from engine_support import content, write
 
 SAFE_CHARS = string.ascii_letters + string.digits + "_-+=,"
 

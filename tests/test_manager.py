@@ -10,7 +10,7 @@ import pytest
 from rpiboot.simulator import RomStage, ServerStage, VirtualPi, typical_pi
 from rpiboot.simulator.script import load, done
 
-from conftest import (HandleProxy, WrappingBus, assert_received_exactly, fast_options, ok_session,
+from engine_support import (HandleProxy, WrappingBus, assert_received_exactly, fast_options, ok_session,
                       run_boot)
 
 

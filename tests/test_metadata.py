@@ -14,7 +14,7 @@ from rpiboot.metadata import MetadataRecord, decode_c40_duid, safe_file_stem
 from rpiboot.simulator import RomStage, ServerStage, VirtualPi, typical_pi
 from rpiboot.simulator.script import done, load, metadata
 
-from conftest import fast_options, run_boot
+from engine_support import fast_options, run_boot
 
 C40_ALPHABET = string.digits + string.ascii_uppercase
 
@@ -60,6 +60,13 @@ def test_c40_full_length_duid() -> None:
 
 def test_c40_stops_at_a_zero_word() -> None:
     assert decode_c40_duid("5825_0_5825") == "A00"
+
+
+def test_c40_words_are_read_like_strtoul() -> None:
+    # strtoul(word, NULL, 16) accepts blanks and a 0x prefix; strtok skips empty pieces.
+    assert decode_c40_duid("0x5825") == "A00"
+    assert decode_c40_duid(" 0X5825_") == "A00"
+    assert decode_c40_duid("5825__5825") == "A00A00"
 
 
 @pytest.mark.parametrize("encoded", ["1", "0001", "ffff"])
@@ -161,7 +168,7 @@ def test_stem_is_a_plain_file_name(serial: str) -> None:
     stem = safe_file_stem(serial)
     assert stem and not stem.startswith(".")
     assert set(stem) <= set(string.ascii_letters + string.digits + "._-")
-    assert len(stem) <= 80
+    assert len(stem) <= 96  # 64 characters, "-", a 16-digit hash
 
 
 # --- through the engine ------------------------------------------------------------------------------

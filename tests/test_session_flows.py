@@ -16,7 +16,7 @@ from rpiboot.simulator import RomStage, ServerStage, VirtualPi, typical_pi
 from rpiboot.simulator.script import (READ_FILE, GET_FILE_SIZE, Request, done, done_command,
                                       empty_done, load, metadata)
 
-from conftest import (HandleProxy, UPSTREAM_USBBOOT, WrappingBus, assert_received_exactly,
+from engine_support import (HandleProxy, UPSTREAM_USBBOOT, WrappingBus, assert_received_exactly,
                       can_create_symlinks, content, expected_file, fast_options, ok_session,
                       run_boot, shared_path, write)
 
@@ -451,3 +451,30 @@ def test_byte_stream_equals_directory_for_many_files(boot_dir: Path) -> None:
     assert_received_exactly(pi, boot_dir, names)
     assert run.result.sessions[0].bytes_sent == (
         len(pi.second_stage()) + sum(len(expected_file(boot_dir, "2712", n)) for n in names))
+
+
+def test_final_usb_function_after_the_file_server_is_left_alone(boot_dir: Path) -> None:
+    from rpiboot.simulator import FinalStage
+    pi = VirtualPi("2711", (1,), stages=[RomStage(serial_index=3),
+                                         ServerStage(load("config.txt") + [done()]),
+                                         FinalStage()])
+    run = run_boot([pi], fast_options(boot_dir))
+    assert run.exit_code == 0
+    assert_received_exactly(pi, boot_dir, ["config.txt"])
+    assert [e.data["stage"] for e in run.events.of("device_arrived")] == ["rom", "server"]
+
+
+def test_file_too_large_for_the_protocol_is_refused(boot_dir: Path) -> None:
+    huge = boot_dir / "huge.img"
+    try:
+        with open(huge, "wb") as stream:
+            stream.truncate(2**32)  # one byte more than 32 bits can announce
+    except OSError:
+        pytest.skip("cannot create a 4 GiB sparse file here")
+    pi = typical_pi("2712", (1,), files=("huge.img", "config.txt"))
+    run = run_boot([pi], fast_options(boot_dir))
+    assert run.exit_code == 0
+    assert pi.violations == []
+    assert pi.sizes()["huge.img"] == 0
+    assert pi.files() == {"config.txt": (boot_dir / "config.txt").read_bytes()}
+    assert any("4 GiB" in e.data["reason"] for e in run.events.of("file_refused"))

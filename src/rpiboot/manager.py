@@ -79,6 +79,9 @@ class DeviceManager:
             self.emit(event("notice", message=f"listing USB devices failed: {error}"))
             return
         now = time.monotonic()
+        # Decided once per scan: devices listed together are all taken, however fast one of
+        # them finishes (or fails) while the others are being started.
+        self._scan_finishing = self._finishing()
         for ref in refs:
             target = target_for(ref.info.vendor_id, ref.info.product_id)
             if target is None:
@@ -112,7 +115,7 @@ class DeviceManager:
                 if self.options.verbose >= 2:
                     self.emit(event("device_ignored", port, reason=reason))
                 return True
-            if self._finishing():
+            if self._scan_finishing:
                 return True
             session = DeviceSession(port, target, self.options, self.emit)
         assert session is not None

@@ -10,7 +10,7 @@ import tempfile
 from pathlib import Path
 
 DUID_KEY = "FACTORY_UUID"
-_HEX_PREFIX = re.compile(r"[0-9a-fA-F]*")
+_C_HEX = re.compile(r"\s*(?P<sign>[+-]?)(?:0[xX](?=[0-9a-fA-F]))?(?P<digits>[0-9a-fA-F]*)")
 _UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
 MAX_SERIAL_FILE_NAME = 64
 _VERBATIM = re.compile(r"[A-Za-z0-9]{1,%d}" % MAX_SERIAL_FILE_NAME)
@@ -20,12 +20,10 @@ def decode_c40_duid(encoded: str) -> str | None:
     """FACTORY_UUID: 32-bit hex words joined by '_', each two C40 half-words (low half first)
     of three characters 0-9A-Z. None if a character is outside that alphabet."""
     values: list[int] = []
-    for word_text in encoded.split("_"):
-        digits = _HEX_PREFIX.match(word_text.strip())
-        word = int(digits.group(), 16) if digits and digits.group() else 0
+    for word_text in filter(None, encoded.split("_")):
+        word = _hex_word(word_text)
         if word == 0:
             break
-        word &= 0xFFFF_FFFF
         values += _c40_half_word(word & 0xFFFF)
         if word >> 16:
             values += _c40_half_word(word >> 16)
@@ -33,6 +31,17 @@ def decode_c40_duid(encoded: str) -> str | None:
     if any(char is None for char in characters):
         return None
     return "".join(characters)  # type: ignore[arg-type]
+
+
+def _hex_word(text: str) -> int:
+    """A hex number read the way C's strtoul(text, NULL, 16) reads it, kept to 32 bits."""
+    match = _C_HEX.match(text)
+    if not match or not match.group("digits"):
+        return 0
+    value = min(int(match.group("digits"), 16), 2**64 - 1)
+    if match.group("sign") == "-":
+        value = -value % 2**64
+    return value & 0xFFFF_FFFF
 
 
 def _c40_half_word(half: int) -> list[int]:

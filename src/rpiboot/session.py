@@ -264,6 +264,10 @@ class _FileServer:
         if reason is not None:
             self.session.emit(event("file_refused", port, name=name, reason=reason))
         self.pending = None if reason else self.files.resolve(name)
+        if self.pending is not None and self.pending.size > protocol.MAX_LENGTH:
+            reason = "is 4 GiB or larger: the protocol's 32-bit length cannot announce it"
+            self.session.emit(event("file_refused", port, name=name, reason=reason))
+            self.pending = None
         if self.pending is None:
             self.link.reply_empty()
             if reason is None:
