@@ -128,6 +128,7 @@ def summarise(pi: VirtualPi, spec: dict[str, Any]) -> dict[str, Any]:
     acked = [r["name"] for r in received if r["kind"] == "ack" and r["name"].startswith("*")]
     return {"chip": pi.chip, "port": pi.port_path, "serial": spec.get("serial_used"),
             "arrive": spec.get("arrive", 0), "finished": pi.finished.is_set(),
+            "finished_monotonic": pi.finished_at,
             "stage_index": pi.stage_index, "stage_count": len(pi.stages),
             "violations": list(pi.violations), "second_stage": second, "files": files,
             "sizes": pi.sizes(), "metadata_acked": acked, "received": received}
@@ -216,7 +217,8 @@ class HostRun:
 
     def report(self, command: Sequence[str], exit_code: int, duration: float) -> dict[str, Any]:
         return {"command": list(command), "exit_code": exit_code,
-                "duration": round(duration, 3), "umockdev_dir": self.bus.root_dir,
+                "duration": round(duration, 3),
+                "started_monotonic": time.monotonic() - duration, "umockdev_dir": self.bus.root_dir,
                 "pis": [summarise(pi, spec) for pi, spec in zip(self.pis, self.specs)],
                 "bridge": {"errors": list(self.bus.errors),
                            "unhandled_ioctls": list(self.bus.unhandled),

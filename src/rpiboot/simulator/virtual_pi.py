@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import struct
 import threading
+import time
 from dataclasses import dataclass, field
 from typing import Any, Protocol, Sequence
 
@@ -209,6 +210,8 @@ class VirtualPi:
         self.stage_index = -1
         self.finished = threading.Event()
         """Set when the last stage has ended (or the board was unplugged)."""
+        self.finished_at: float | None = None
+        """time.monotonic() when ``finished`` was set."""
         self._lock = threading.RLock()
         self._bus: BusListener | None = None
         self._function: UsbFunction | None = None
@@ -240,12 +243,17 @@ class VirtualPi:
             if self._timer is not None:
                 self._timer.cancel()
             self._leave_bus()
+            self._mark_finished()
+
+    def _mark_finished(self) -> None:
+        if not self.finished.is_set():
+            self.finished_at = time.monotonic()
             self.finished.set()
 
     def _enter_stage(self, index: int) -> None:
         self.stage_index = index
         if index >= len(self.stages):
-            self.finished.set()
+            self._mark_finished()
             return
         self._pending, self._awaiting = None, None
         self._request_cursor, self._request_reads, self._bulk_bytes = 0, 0, 0
@@ -253,7 +261,7 @@ class VirtualPi:
         assert self._bus is not None
         self._bus.attach(self, self._function)
         if isinstance(self.stages[index], FinalStage):
-            self.finished.set()
+            self._mark_finished()
 
     def _make_function(self, index: int, stage: Stage) -> UsbFunction:
         strings = {1: "Broadcom", 2: "BCM2xxx Boot"}
@@ -284,7 +292,7 @@ class VirtualPi:
         following = self.stage_index + 1
         if following >= len(self.stages):
             self.stage_index = following
-            self.finished.set()
+            self._mark_finished()
         elif self.reenumerate_delay > 0:
             self._timer = threading.Timer(self.reenumerate_delay, self._enter_later, (following,))
             self._timer.daemon = True
