@@ -39,7 +39,7 @@ def test_every_event_of_the_demo_run_validates() -> None:
 
 def test_failures_progress_and_follow_validate(monkeypatch: pytest.MonkeyPatch,
                                                tmp_path: Path) -> None:
-    monkeypatch.setattr("rpiboot.session.PROGRESS_INTERVAL", 0.0)
+    monkeypatch.setattr("rpiboot.link.PROGRESS_INTERVAL", 0.0)
     followed = typical_pi("2711", (1,), serial="aa")
     followed.stages.append(FinalStage())
     refused = typical_pi("2712", (2,))

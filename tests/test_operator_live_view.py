@@ -84,18 +84,11 @@ def test_live_view_ignores_events_after_close() -> None:
 
 def test_file_progress_events_are_rate_limited(monkeypatch: pytest.MonkeyPatch) -> None:
     clock = [100.0]
-    monkeypatch.setattr("rpiboot.session.time.monotonic", lambda: clock[0])
-    from rpiboot.session import _progress_reporter
+    monkeypatch.setattr("rpiboot.link.time.monotonic", lambda: clock[0])
+    from rpiboot.link import progress_reporter
 
     emitted = []
-
-    class Session:
-        port = "1-1"
-
-        def emit(self, item):
-            emitted.append(item)
-
-    report = _progress_reporter(Session(), "big.img", 1000, began=100.0)  # type: ignore[arg-type]
+    report = progress_reporter(emitted.append, "1-1", "big.img", 1000, began=100.0)
     for sent in range(100, 1001, 100):
         clock[0] += 0.03  # a chunk every 30 ms
         report(sent)
@@ -104,7 +97,7 @@ def test_file_progress_events_are_rate_limited(monkeypatch: pytest.MonkeyPatch) 
 
 
 def test_progress_is_emitted_during_a_real_transfer(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("rpiboot.session.PROGRESS_INTERVAL", 0.0)
+    monkeypatch.setattr("rpiboot.link.PROGRESS_INTERVAL", 0.0)
     result, events = run([typical_pi("2711", (1,), files=("start4.elf",))], chunk_size=16)
     progress = [item.data for item in events.of("file_progress")
                 if item.data["name"] == "start4.elf"]
