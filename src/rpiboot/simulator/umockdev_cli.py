@@ -23,7 +23,8 @@ standard-library only, so both Pythons share it. Requirements (Debian/Ubuntu)::
 
 Under umockdev, libusb builds that learn about devices through udev (Debian's system libusb,
 ``rpiboot --libusb system``) receive hot-plug events; netlink builds (libusb-package's wheel) get
-none and only see devices present when their libusb context was created.
+none and only see devices present when their libusb context was created; rpiboot copes with both
+(it re-reads the bus through a fresh libusb context whenever hot-plug has been silent).
 """
 
 from __future__ import annotations
