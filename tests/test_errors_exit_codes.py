@@ -154,3 +154,56 @@ def test_worst_outcome_wins_with_several_devices(boot_dir: Path) -> None:
     assert run.exit_code == 7
     codes = sorted(s.summary()["error"] or "ok" for s in run.result.sessions)
     assert codes == ["ok", "permission", "refused"]
+
+
+def test_unopenable_file_is_answered_as_missing(boot_dir: Path,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    # As root every file is readable, so stand in for permissions at the access check.
+    import rpiboot.file_source as file_source
+    real_access = file_source.os.access
+    monkeypatch.setattr(file_source.os, "access",
+                        lambda path, mode: "start4.elf" not in str(path)
+                        and real_access(path, mode))
+    pi = typical_pi("2711", (1,), files=("config.txt", "start4.elf"))
+    run = run_boot([pi], fast_options(boot_dir))
+    assert run.exit_code == 0
+    assert pi.sizes()["start4.elf"] == 0
+    assert "start4.elf" not in pi.files()
+    assert [e.data["name"] for e in run.events.of("file_missing")] == ["start4.elf"]
+
+
+def test_second_stage_that_cannot_be_read_is_a_boot_directory_error(
+        boot_dir: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from rpiboot.file_source import ResolvedFile
+    real_chunks = ResolvedFile.chunks
+
+    def failing(self: ResolvedFile, chunk_size: int = 1) -> object:
+        if self.name == "bootcode4.bin":
+            raise OSError(5, "Input/output error")
+        return real_chunks(self, chunk_size)
+
+    monkeypatch.setattr(ResolvedFile, "chunks", failing)
+    code, _, err = run_cli(monkeypatch, capsys, [typical_pi("2711", (1,))],
+                           ["-d", str(boot_dir)] + FAST_CLI)
+    assert code == 3
+    assert "cannot read" in err and "bootcode4.bin" in err
+
+
+def test_file_that_shrinks_before_it_is_sent_fails_the_device(
+        boot_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from rpiboot.file_source import BootFiles
+
+    real_resolve = BootFiles.resolve
+
+    def resolve_then_truncate(self: BootFiles, name: str):  # type: ignore[no-untyped-def]
+        found = real_resolve(self, name)
+        if found is not None and name == "kernel8.img":
+            Path(found.origin).write_bytes(b"short")
+        return found
+
+    monkeypatch.setattr(BootFiles, "resolve", resolve_then_truncate)
+    run = run_boot([typical_pi("2711", (1,), files=("kernel8.img",))], fast_options(boot_dir))
+    assert run.exit_code == 5
+    [failed] = run.events.of("device_failed")
+    assert "shorter" in failed.data["message"]

@@ -96,7 +96,8 @@ class BootFiles:
 
 def _plain_file(path: Path, name: str, kind: str) -> ResolvedFile | None:
     try:
-        if not path.is_file():
+        # As upstream's fopen: a file that cannot be opened is missing, not a failure later.
+        if not path.is_file() or not os.access(path, os.R_OK):
             return None
         size = path.stat().st_size
     except (OSError, ValueError):

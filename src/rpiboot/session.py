@@ -163,9 +163,12 @@ class DeviceSession:
         began = time.monotonic()
         message = protocol.boot_message(second_stage.size, signature)
         link.write(len(message), [message])
-        sent = link.write(second_stage.size, second_stage.chunks(self.options.chunk_size),
-                          progress_reporter(self.emit, self.port, name,
-                                            second_stage.size, began))
+        try:
+            sent = link.write(second_stage.size, second_stage.chunks(self.options.chunk_size),
+                              progress_reporter(self.emit, self.port, name,
+                                                second_stage.size, began))
+        except OSError as error:
+            raise BootDirectoryError(f"cannot read {second_stage.origin}: {error}") from None
         self.bytes_sent += sent
         time.sleep(self.options.return_code_delay)
         code = protocol.parse_return_code(
