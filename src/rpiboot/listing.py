@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any, Sequence
 
+from .output import printable
 from .session import stage_of
 from .targets import target_for
 from .transport import AccessDenied, Transport, UsbError
@@ -81,8 +82,8 @@ def format_table(devices: Sequence[ListedDevice]) -> list[str]:
         return ["No Raspberry Pi in USB boot mode found."]
     rows = [("PORT", "CHIP", "STAGE", "USB ID", "SPEED", "SERIAL")]
     for device in devices:
-        serial = device.serial or (f"({device.serial_problem})" if device.serial_problem
-                                   else "-")
+        serial = printable(device.serial) if device.serial else (
+            f"({device.serial_problem})" if device.serial_problem else "-")
         rows.append((device.port, device.chip, device.stage,
                      f"{device.vendor_id:04x}:{device.product_id:04x}", device.speed, serial))
     widths = [max(len(row[column]) for row in rows) for column in range(len(rows[0]))]

@@ -18,6 +18,7 @@ from rich.table import Table
 from rich.text import Text
 
 from .events import Event
+from .output import for_display
 
 
 def human_bytes(count: float) -> str:
@@ -71,7 +72,7 @@ class LiveView:
             if not self._running and item.kind != "summary":
                 self._live.start()
                 self._running = True
-            messages = self._apply(item)
+            messages = self._apply(for_display(item))
         for message in messages:
             self.console.print(message, markup=False, highlight=False, soft_wrap=True)
         if item.kind == "summary":
@@ -199,8 +200,9 @@ class LiveView:
                 else:
                     progress = human_bytes(row.sent) if row.sent else ""
                 rate = f"{human_bytes(row.rate)}/s" if row.rate else ""
-                table.add_row(row.port, row.chip, row.stage, row.file, progress, rate,
-                              str(row.files), Text(row.result, style=row.style))
+                table.add_row(*map(Text, (row.port, row.chip, row.stage, row.file, progress,
+                                          rate, str(row.files))),
+                              Text(row.result, style=row.style))
             return table
 
     @staticmethod
@@ -218,8 +220,8 @@ class LiveView:
             if final:
                 result += f" → {final['usb_id']}" + "".join(
                     f" /dev/{name}" for name in final.get("block_devices", []))
-            table.add_row(device["port"], device["serial"] or "-", device["chip"],
-                          "+".join(device["stages"]), str(device["files"]),
-                          human_bytes(device["bytes"]), f"{device['seconds']:.2f} s",
-                          Text(result, style="green" if ok else "bold red"))
+            cells = (device["port"], device["serial"] or "-", device["chip"],
+                     "+".join(device["stages"]), str(device["files"]),
+                     human_bytes(device["bytes"]), f"{device['seconds']:.2f} s")
+            table.add_row(*map(Text, cells), Text(result, style="green" if ok else "bold red"))
         return Group(Text(""), table)

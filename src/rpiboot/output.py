@@ -5,9 +5,37 @@ from __future__ import annotations
 import json
 import sys
 import threading
-from typing import TextIO
+from typing import Any, TextIO
 
 from .events import Event
+
+_KEPT_AS_IS = frozenset({"json"})
+"""Fields already escaped for output (the metadata JSON), laid out over several lines."""
+
+
+def printable(text: str) -> str:
+    """Text made safe for a terminal or a line-based log: control and other non-printing
+    characters (which a device could use to forge lines or move the cursor) become escapes."""
+    if text.isprintable():
+        return text
+    return "".join(char if char.isprintable() else char.encode("unicode_escape").decode("ascii")
+                   for char in text)
+
+
+def _printable_value(value: Any) -> Any:
+    if isinstance(value, str):
+        return printable(value)
+    if isinstance(value, list):
+        return [_printable_value(item) for item in value]
+    if isinstance(value, dict):
+        return {key: item if key in _KEPT_AS_IS else _printable_value(item)
+                for key, item in value.items()}
+    return value
+
+
+def for_display(item: Event) -> Event:
+    """The event with every string that may come from a device made printable."""
+    return Event(item.kind, item.port, _printable_value(item.data), item.time)
 
 
 class _Writer:
@@ -43,7 +71,7 @@ class PlainReporter:
         self._writer = _Writer()
 
     def __call__(self, item: Event) -> None:
-        lines, error_lines = self._format(item)
+        lines, error_lines = self._format(for_display(item))
         self._writer.write_lines(self.stream, lines)
         self._writer.write_lines(self.errors, error_lines)
 
