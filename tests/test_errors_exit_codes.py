@@ -192,18 +192,42 @@ def test_second_stage_that_cannot_be_read_is_a_boot_directory_error(
 
 def test_file_that_shrinks_before_it_is_sent_fails_the_device(
         boot_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from rpiboot.file_source import BootFiles
+    from rpiboot.file_source import ResolvedFile
 
-    real_resolve = BootFiles.resolve
+    real_open = ResolvedFile.open
 
-    def resolve_then_truncate(self: BootFiles, name: str):  # type: ignore[no-untyped-def]
-        found = real_resolve(self, name)
-        if found is not None and name == "kernel8.img":
-            Path(found.origin).write_bytes(b"short")
-        return found
+    def open_then_truncate(self: ResolvedFile):  # type: ignore[no-untyped-def]
+        opened = real_open(self)
+        if self.name == "kernel8.img":
+            Path(self.origin).write_bytes(b"short")  # in place: the open file shrinks too
+        return opened
 
-    monkeypatch.setattr(BootFiles, "resolve", resolve_then_truncate)
+    monkeypatch.setattr(ResolvedFile, "open", open_then_truncate)
     run = run_boot([typical_pi("2711", (1,), files=("kernel8.img",))], fast_options(boot_dir))
     assert run.exit_code == 5
     [failed] = run.events.of("device_failed")
     assert "shorter" in failed.data["message"]
+
+
+def test_file_replaced_after_get_file_size_is_sent_as_announced(
+        boot_dir: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Upstream keeps the FILE* from GetFileSize; a file renamed over meanwhile does not change
+    # what the device receives.
+    from rpiboot.file_source import ResolvedFile
+
+    original = (boot_dir / "kernel8.img").read_bytes()
+    real_open = ResolvedFile.open
+
+    def open_then_replace(self: ResolvedFile):  # type: ignore[no-untyped-def]
+        opened = real_open(self)
+        if self.name == "kernel8.img":
+            replacement = boot_dir / "replacement"
+            replacement.write_bytes(b"new contents")
+            replacement.replace(self.origin)
+        return opened
+
+    monkeypatch.setattr(ResolvedFile, "open", open_then_replace)
+    pi = typical_pi("2711", (1,), files=("kernel8.img",))
+    run = run_boot([pi], fast_options(boot_dir))
+    assert run.exit_code == 0
+    assert pi.files()["kernel8.img"] == original

@@ -9,7 +9,7 @@ import tarfile
 from pathlib import Path
 
 import pytest
-from hypothesis import given, strategies as st
+from hypothesis import assume, given, strategies as st
 
 from rpiboot.errors import BootDirectoryError
 from rpiboot.file_source import (BootFiles, check_boot_directory, default_directory_candidates,
@@ -41,28 +41,103 @@ def test_control_characters_are_refused(before: str, control: str, after: str) -
     assert refusal_reason(before + control + after) is not None
 
 
-_SEGMENT = st.text(alphabet=SAFE_CHARS + ".", min_size=1, max_size=12).filter(
-    lambda s: ".." not in s)
+# A boot directory (no symlinks) inside a root that also holds files outside it, so that a name
+# that escaped the directory would find something.
+_INSIDE = ("config.txt", "2711/start4.elf", "2712/config.txt", "sub/deeper/x.txt", "1-1/cmdline.txt")
+_OUTSIDE = ("outside.txt", "2711/outside.txt", "sub/outside.txt")
 
 
-@given(st.lists(_SEGMENT, min_size=1, max_size=4))
-def test_relative_names_are_accepted_and_stay_inside(segments: list[str]) -> None:
-    name = "/".join(segments)
-    if ".." in name:
-        return
-    assert refusal_reason(name) is None
-    root = Path("/boot-dir")
-    resolved = Path(os.path.normpath(root / name))
-    assert resolved == root or root in resolved.parents
+@pytest.fixture(scope="module")
+def tree(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """root/boot is the boot directory; the rest of root is outside it."""
+    root = Path(os.path.realpath(tmp_path_factory.mktemp("tree")))
+    for name in _INSIDE:
+        write(root / "boot" / name, b"in " + name.encode())
+    for name in _OUTSIDE:
+        write(root / name, b"out " + name.encode())
+    return root
 
 
-@given(st.text(max_size=300))
-def test_accepted_names_never_leave_the_directory(name: str) -> None:
-    if refusal_reason(name) is not None:
-        return
-    root = "/boot-dir"
-    resolved = os.path.normpath(os.path.join(root, name))
-    assert resolved == root or resolved.startswith(root + "/")
+_DIRS = st.sampled_from(["..", "..", "..", ".", "", "boot", "2711", "2712", "sub", "deeper",
+                         "1-1"])
+_LEAVES = st.sampled_from(["config.txt", "start4.elf", "x.txt", "outside.txt", "cmdline.txt",
+                           "..", "", "\\", "\n"])
+_DEVICE_NAMES = st.one_of(
+    st.text(max_size=60),
+    st.tuples(st.sampled_from(["", "/", "//", "\\", "ROOT/"]), st.lists(_DIRS, max_size=5),
+              _LEAVES).map(lambda parts: parts[0] + "/".join(parts[1] + [parts[2]])),
+)
+"""Anything, and paths made of the tree's names that often lead out of the boot directory
+(ROOT: the tree's absolute path)."""
+_FILES = [(target, overlay) for target in (BCM2711, BCM2712, BCM2835) for overlay in (None, "1-1")]
+
+
+def _inside(path: str, directory: Path) -> bool:
+    return os.path.commonpath([os.path.realpath(path), str(directory)]) == str(directory)
+
+
+@given(_DEVICE_NAMES, st.sampled_from(_FILES))
+def test_resolved_files_are_inside_the_boot_directory(tree: Path, name: str,
+                                                      files: tuple) -> None:
+    target, overlay = files
+    name = name.replace("ROOT", str(tree).lstrip("/"))
+    found = BootFiles(tree / "boot", target, overlay_path=overlay).resolve(name)
+    if found is not None:
+        assert found.kind == "file" and _inside(found.origin, tree / "boot"), (name, found)
+        assert found.read() == Path(found.origin).read_bytes()
+
+
+def test_the_tree_lets_names_resolve(tree: Path) -> None:
+    # The property above is only worth something if names do resolve, inside and (unchecked)
+    # outside.
+    files = BootFiles(tree / "boot", BCM2711, overlay_path="1-1")
+    assert files.resolve("start4.elf") is not None and files.resolve("cmdline.txt") is not None
+    assert (tree / "boot" / "../outside.txt").is_file()
+
+
+_UPS = st.integers(1, 4)
+
+
+@given(st.sampled_from(["", "2711", "sub", "sub/deeper", "1-1"]), _UPS,
+       st.sampled_from(["outside.txt", "config.txt", "2711/outside.txt", "sub/outside.txt",
+                        "boot/config.txt"]))
+def test_dotdot_names_resolve_to_nothing_even_when_the_target_exists(
+        tree: Path, start: str, ups: int, leaf: str) -> None:
+    name = "/".join(filter(None, [start] + [".."] * ups + [leaf]))
+    assume((tree / "boot" / name).is_file())
+    for target, overlay in _FILES:
+        assert BootFiles(tree / "boot", target, overlay_path=overlay).resolve(name) is None, name
+
+
+@given(st.sampled_from(_OUTSIDE + tuple("boot/" + name for name in _INSIDE)),
+       st.integers(1, 3))
+def test_absolute_names_resolve_to_nothing_even_when_the_file_exists(
+        tree: Path, relative: str, slashes: int) -> None:
+    name = "/" * slashes + str(tree / relative).lstrip("/")
+    assert Path(name).is_file()
+    for target, overlay in _FILES:
+        assert BootFiles(tree / "boot", target, overlay_path=overlay).resolve(name) is None, name
+
+
+_SAFE_TEXT = st.text(alphabet=SAFE_CHARS + ".", max_size=8)
+_UNSAFE_MARKS = st.one_of(st.just(".."), st.just("\\"),
+                          st.characters(min_codepoint=1, max_codepoint=0x1F), st.just("\x7f"))
+
+
+@pytest.mark.skipif(os.name == "nt", reason="names with backslashes or control characters")
+@given(_SAFE_TEXT, _UNSAFE_MARKS, _SAFE_TEXT)
+def test_unsafe_names_resolve_to_nothing_even_when_the_file_exists(
+        tree: Path, before: str, mark: str, after: str) -> None:
+    name = before + mark + after
+    assume(name not in (".", ".."))
+    for directory in ("", "2711", "1-1"):
+        write(tree / "boot" / directory / name, b"unsafe")  # a file named exactly that
+    try:
+        for target, overlay in _FILES:
+            assert BootFiles(tree / "boot", target, overlay_path=overlay).resolve(name) is None
+    finally:
+        for directory in ("", "2711", "1-1"):
+            (tree / "boot" / directory / name).unlink()
 
 
 @pytest.mark.parametrize("name", ["../x", "a/../../x", "/etc/passwd", "a\\b", "x\ny", ".."])
@@ -147,6 +222,8 @@ def test_file_shrinking_while_served_is_an_error(tmp_path: Path) -> None:
     path = write(tmp_path / "f", b"x" * 1000)
     found = BootFiles(tmp_path, BCM2711).resolve("f")
     assert found is not None
-    path.write_bytes(b"x" * 10)
-    with pytest.raises(OSError):
-        found.read()
+    with found.open() as opened:
+        assert opened.size == 1000
+        path.write_bytes(b"x" * 10)
+        with pytest.raises(OSError, match="shorter"):
+            b"".join(opened.chunks())

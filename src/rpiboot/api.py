@@ -60,12 +60,14 @@ def boot(options: BootOptions | None = None, *, on_event: EventSink | None = Non
     owned = transport is None
     if transport is None:
         transport = _open_libusb(libusb)
+    manager = DeviceManager(transport, options, emit)
     try:
         emit(event("start", version=__version__,
                    directory=None if options.directory is None else str(options.directory)))
-        return DeviceManager(transport, options, emit).run()
+        return manager.run()
     finally:
-        if owned:
+        # A worker left inside a transfer still uses the transport; the process exit ends it.
+        if owned and not manager.workers_alive():
             transport.close()
 
 

@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 from . import protocol
 from .errors import ProtocolError, StalledError, TransferError
 from .events import event
-from .file_source import ResolvedFile, refusal_reason
+from .file_source import BootFiles, OpenFile, refusal_reason
 from .link import Link, progress_reporter
 from .metadata import MetadataRecord
 from .transport import DeviceGone, TransferTimeout, UsbError
@@ -24,30 +24,36 @@ if TYPE_CHECKING:
 class FileServer:
     """The file-server loop of one enumeration."""
 
-    def __init__(self, session: DeviceSession, link: Link):
+    def __init__(self, session: DeviceSession, link: Link, files: BootFiles):
         self.session = session
         self.link = link
         self.options = session.options
-        self.files = session.boot_files()
+        self.files = files
         self.metadata = MetadataRecord()
-        self.pending: ResolvedFile | None = None
-        self.requests = 0
+        self.pending: OpenFile | None = None
+        """The file the last GetFileSize opened, kept for the ReadFile that follows."""
 
     def serve(self) -> None:
         port = self.session.port
         self.session.emit(event("stage_started", port, stage="server",
                                 chip=self.session.target.name, serial=self.session.serial))
+        try:
+            self._serve_requests()
+        finally:
+            self._drop_pending()
+        self._finish_metadata()
+        self.session.complete()
+
+    def _serve_requests(self) -> None:
         while True:
             raw = self._next_message()
             if raw is None:
-                self.session.emit(event("notice", port, message="device left the bus without "
-                                        "a Done message; treating the stage as finished"))
-                break
-            self.requests += 1
+                self.session.emit(event("notice", self.session.port, message="device left the "
+                                        "bus without a Done message; treating the stage as "
+                                        "finished"))
+                return
             if self._handle(protocol.parse_file_message(raw)):
-                break
-        self._finish_metadata()
-        self.session.complete()
+                return
 
     def _next_message(self) -> bytes | None:
         """The next request, or None when the device left while idle (as upstream, that ends
@@ -66,7 +72,7 @@ class FileServer:
                                        f"{self.options.stall_timeout:g} s") from None
             except UsbError as error:
                 failures += 1
-                if failures > self.options.retries:
+                if failures >= self.options.retries:
                     raise TransferError(f"reading the next request failed {failures} times: "
                                         f"{error}") from None
                 time.sleep(self.options.retry_delay)
@@ -86,6 +92,8 @@ class FileServer:
         elif isinstance(request, protocol.ReadFile):
             self._read_file(request.name)
         else:
+            if request.command in (protocol.Command.GET_FILE_SIZE, protocol.Command.READ_FILE):
+                self._drop_pending()  # as upstream, whose GetFileSize/ReadFile closes its file
             self.session.emit(event("file_refused", port, name=None, reason=request.reason))
             if request.fatal:
                 raise ProtocolError(f"device sent an invalid request: {request.reason}")
@@ -96,50 +104,69 @@ class FileServer:
     def _get_file_size(self, name: str) -> None:
         port = self.session.port
         self.session.emit(event("file_requested", port, command="GetFileSize", name=name))
+        self._drop_pending()
         reason = refusal_reason(name)
+        opened = None if reason else self._open(name)
+        if opened is not None and opened.size > protocol.MAX_LENGTH:
+            opened.close()
+            opened, reason = None, "is 4 GiB or larger: the protocol's 32-bit length cannot " \
+                                   "announce it"
         if reason is not None:
             self.session.emit(event("file_refused", port, name=name, reason=reason))
-        self.pending = None if reason else self.files.resolve(name)
-        if self.pending is not None and self.pending.size > protocol.MAX_LENGTH:
-            reason = "is 4 GiB or larger: the protocol's 32-bit length cannot announce it"
-            self.session.emit(event("file_refused", port, name=name, reason=reason))
-            self.pending = None
-        if self.pending is None:
+        if opened is None:
             self.link.reply_empty()
             if reason is None:
                 self.session.emit(event("file_missing", port, name=name))
             return
-        found = self.pending
-        self.session.emit(event("file_loaded", port, name=name, origin=found.origin,
-                                source=found.kind, size=found.size))
-        self.link.reply_size(found.size)
+        self.pending = opened
+        self.session.emit(event("file_loaded", port, name=name, origin=opened.resolved.origin,
+                                source=opened.resolved.kind, size=opened.size))
+        self.link.reply_size(opened.size)
+
+    def _open(self, name: str) -> OpenFile | None:
+        found = self.files.resolve(name)
+        if found is None:
+            return None
+        try:
+            return found.open()
+        except OSError:
+            return None  # vanished or unreadable since the lookup: missing, as for upstream
 
     def _read_file(self, name: str) -> None:
         port = self.session.port
         self.session.emit(event("file_requested", port, command="ReadFile", name=name))
-        found, self.pending = self.pending, None
-        if found is None or found.name != name:
+        opened, self.pending = self.pending, None
+        if opened is None or opened.name != name:
             # Upstream serves only the file its GetFileSize opened; anything else gets nothing.
+            if opened is not None:
+                opened.close()
             self.link.reply_empty()
             return
-        began = time.monotonic()
-        try:
-            sent = self.link.write(found.size, found.chunks(self.options.chunk_size),
-                                   progress_reporter(self.session.emit, port, name, found.size,
-                                                     began))
-        except OSError as error:
-            raise TransferError(f"cannot read {found.origin}: {error}") from None
+        with opened:
+            began = time.monotonic()
+            try:
+                sent = self.link.write(opened.size, opened.chunks(self.options.chunk_size),
+                                       progress_reporter(self.session.emit, port, name,
+                                                         opened.size, began))
+            except OSError as error:
+                raise TransferError(f"cannot read {opened.resolved.origin}: {error}") from None
         self.session.files_served += 1
         self.session.bytes_sent += sent
         self.session.emit(event("file_served", port, name=name, size=sent,
                                 seconds=round(time.monotonic() - began, 6)))
 
+    def _drop_pending(self) -> None:
+        if self.pending is not None:
+            self.pending.close()
+            self.pending = None
+
     def _record_metadata(self, request: protocol.Metadata) -> None:
         if not self.session.target.sends_metadata:
             return
-        self.metadata.add(request.key, request.value)
-        self.session.emit(event("metadata", self.session.port, key=request.key,
-                                value=self.metadata.values.get(request.key, request.value)))
+        stored = self.metadata.add(request.key, request.value)
+        if stored is not None:
+            self.session.emit(event("metadata", self.session.port, key=request.key,
+                                    value=stored))
 
     def _finish_metadata(self) -> None:
         for problem in self.metadata.problems:

@@ -38,19 +38,48 @@ class ResolvedFile:
     size: int
     _open: Callable[[], BinaryIO]
 
+    def open(self) -> "OpenFile":
+        """Open it now and keep it open: what is sent later is what this size describes, even
+        if the file is replaced meanwhile (upstream keeps its FILE* the same way)."""
+        stream = self._open()
+        size = os.fstat(stream.fileno()).st_size if self.kind != "archive" else self.size
+        return OpenFile(self, size, stream)
+
     def chunks(self, chunk_size: int = CHUNK_SIZE) -> Iterator[bytes]:
         """The contents, exactly ``size`` bytes, a chunk at a time."""
-        remaining = self.size
-        with self._open() as stream:
-            while remaining > 0:
-                chunk = stream.read(min(chunk_size, remaining))
-                if not chunk:
-                    raise OSError(f"{self.origin} is shorter than its {self.size} bytes")
-                remaining -= len(chunk)
-                yield chunk
+        with self.open() as opened:
+            yield from opened.chunks(chunk_size)
 
     def read(self) -> bytes:
         return b"".join(self.chunks())
+
+
+class OpenFile:
+    """A resolved file held open between a device's GetFileSize and its ReadFile."""
+
+    def __init__(self, resolved: ResolvedFile, size: int, stream: BinaryIO):
+        self.resolved = resolved
+        self.name = resolved.name
+        self.size = size
+        self._stream = stream
+
+    def chunks(self, chunk_size: int = CHUNK_SIZE) -> Iterator[bytes]:
+        remaining = self.size
+        while remaining > 0:
+            chunk = self._stream.read(min(chunk_size, remaining))
+            if not chunk:
+                raise OSError(f"{self.resolved.origin} is shorter than its {self.size} bytes")
+            remaining -= len(chunk)
+            yield chunk
+
+    def close(self) -> None:
+        self._stream.close()
+
+    def __enter__(self) -> "OpenFile":
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
 
 
 def refusal_reason(name: str) -> str | None:

@@ -79,7 +79,7 @@ class Follower:
                     self._watches[id(session)] = _Watch(session, 0.0, finished=True)
                 session.fail(FollowTimeoutError(
                     f"device had not reappeared as its final USB function at {session.port} "
-                    f"when the run ended: {reason}"))
+                    f"when the run ended: {reason}"), after_done=True)
 
     def scan(self, refs: Sequence[DeviceRef], sessions: Iterable[DeviceSession]) -> None:
         now = time.monotonic()
@@ -105,7 +105,7 @@ class Follower:
                     watch.finished = True
                     session.fail(FollowTimeoutError(
                         f"device did not reappear as its final USB function at {session.port} "
-                        f"within {self.seconds:g} s (--follow)"))
+                        f"within {self.seconds:g} s (--follow)"), after_done=True)
                 return
             watch.seen_at = now
             watch.vendor_id, watch.product_id = final.info.vendor_id, final.info.product_id

@@ -12,6 +12,7 @@ import os
 import sys
 import threading
 import time
+import weakref
 from typing import Any, Sequence
 
 from .transport import (AccessDenied, DeviceGone, DeviceInfo, TransferFailed, TransferTimeout,
@@ -72,6 +73,8 @@ class LibusbTransport:
             self._context.open()
         except usb1.USBError as error:
             raise UsbUnavailable(f"libusb could not start: {error}") from None
+        self._main_lease = _ContextLease(self._context)
+        self._fresh_lease: _ContextLease | None = None
         self._changed = threading.Event()
         self._hotplug_seen = False
         self._last_fresh_scan = time.monotonic()
@@ -98,24 +101,27 @@ class LibusbTransport:
         every FRESH_SCAN_INTERVAL without news the bus is read through a new context. Devices
         keep their own context alive for as long as they (and handles opened from them) live."""
         now = time.monotonic()
-        context = self._context
+        lease = self._main_lease
         if not self._hotplug_seen and now - self._last_fresh_scan >= FRESH_SCAN_INTERVAL:
-            context = self._fresh_context() or context
+            lease = self._renew_fresh_lease() or lease
             self._last_fresh_scan = now
         self._hotplug_seen = False
         try:
-            found = context.getDeviceList(skip_on_error=True)
+            found = lease.context.getDeviceList(skip_on_error=True)
         except self._usb1.USBError as error:
             raise _translate(error) from None
-        return [ref for ref in (_LibusbRef.wrap(device) for device in found) if ref]
+        return [ref for ref in (_LibusbRef.wrap(device, lease) for device in found) if ref]
 
-    def _fresh_context(self) -> Any:
+    def _renew_fresh_lease(self) -> "_ContextLease | None":
         try:
             context = self._usb1.USBContext()
             context.open()
         except self._usb1.USBError:
             return None
-        return context
+        if self._fresh_lease is not None:
+            self._fresh_lease.retire()
+        self._fresh_lease = _ContextLease(context)
+        return self._fresh_lease
 
     def wait_for_change(self, timeout: float) -> None:
         if self._hotplug_handle is None:
@@ -134,19 +140,56 @@ class LibusbTransport:
                 return
 
     def close(self) -> None:
+        for lease in (self._fresh_lease, self._main_lease):
+            if lease is not None:
+                lease.retire()
+
+
+class _ContextLease:
+    """A libusb context shared by the devices listed through it. A retired context is closed
+    once the last of its devices (and the handles opened from them) is gone, not before, so a
+    worker still serving a device never loses it under its feet."""
+
+    def __init__(self, context: Any):
+        self.context = context
+        self._users = 0
+        self._retired = False
+        self._lock = threading.Lock()
+
+    def acquire(self, owner: object) -> None:
+        with self._lock:
+            self._users += 1
+        weakref.finalize(owner, self._release)
+
+    def _release(self) -> None:
+        with self._lock:
+            self._users -= 1
+            closing = self._retired and self._users == 0
+        if closing:
+            self._close()
+
+    def retire(self) -> None:
+        with self._lock:
+            self._retired = True
+            closing = self._users == 0
+        if closing:
+            self._close()
+
+    def _close(self) -> None:
         try:
-            self._context.close()
-        except Exception:  # closing at exit must never mask the run's own result
+            self.context.close()
+        except Exception:  # closing must never mask the run's own result
             pass
 
 
 class _LibusbRef:
-    def __init__(self, device: Any, info: DeviceInfo):
+    def __init__(self, device: Any, info: DeviceInfo, lease: _ContextLease):
         self.device = device
         self.info = info
+        lease.acquire(self)
 
     @classmethod
-    def wrap(cls, device: Any) -> "_LibusbRef | None":
+    def wrap(cls, device: Any, lease: _ContextLease) -> "_LibusbRef | None":
         try:
             interfaces = 1
             for configuration in device.iterConfigurations():
@@ -159,19 +202,20 @@ class _LibusbRef:
                               SPEEDS.get(device.getDeviceSpeed(), "unknown"))
         except Exception:  # a device that cannot even be described is not ours to serve
             return None
-        return cls(device, info)
+        return cls(device, info, lease)
 
     def open(self) -> "_LibusbHandle":
         import usb1
         try:
-            return _LibusbHandle(self.device.open())
+            return _LibusbHandle(self.device.open(), self)
         except usb1.USBError as error:
             raise _translate(error) from None
 
 
 class _LibusbHandle:
-    def __init__(self, handle: Any):
+    def __init__(self, handle: Any, ref: _LibusbRef):
         self._handle = handle
+        self._ref = ref  # keeps the device's libusb context open while the handle lives
 
     def claim_interface(self, interface: int) -> None:
         self._call(self._handle.claimInterface, interface)
@@ -224,7 +268,4 @@ def _translate(error: Exception) -> UsbError:
         return AccessDenied(f"{error} (no WinUSB driver bound to the device)")
     if isinstance(error, usb1.USBErrorTimeout):
         return TransferTimeout(str(error))
-    if isinstance(error, (usb1.USBErrorPipe, usb1.USBErrorIO, usb1.USBErrorOverflow,
-                          usb1.USBErrorBusy, usb1.USBErrorNotFound)):
-        return TransferFailed(str(error))
-    return TransferFailed(str(error))
+    return TransferFailed(str(error))  # pipe (stall), I/O, overflow, busy, ...

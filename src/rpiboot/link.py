@@ -24,13 +24,16 @@ class Link:
     handle: DeviceHandle
     endpoint: int
     options: BootOptions
+    check_cancelled: Callable[[], None] = lambda: None
+    """Raises when the run has given up on the device; called between transfers."""
 
     @classmethod
-    def for_device(cls, handle: DeviceHandle, info: DeviceInfo, options: BootOptions) -> "Link":
+    def for_device(cls, handle: DeviceHandle, info: DeviceInfo, options: BootOptions,
+                   check_cancelled: Callable[[], None] = lambda: None) -> "Link":
         # Some BCM2837 ROMs present mass storage first: the vendor interface is then 1, OUT 3.
         interface, endpoint = (0, 1) if info.num_interfaces == 1 else (1, 3)
         handle.claim_interface(interface)
-        return cls(handle, endpoint, options)
+        return cls(handle, endpoint, options, check_cancelled)
 
     def write(self, length: int, chunks: Iterable[bytes],
               progress: Callable[[int], None] | None = None) -> int:
@@ -42,6 +45,7 @@ class Link:
         for chunk in chunks:
             view = memoryview(chunk)
             while view:
+                self.check_cancelled()
                 accepted = self.handle.bulk_out(self.endpoint, view, self.options.bulk_timeout)
                 if accepted <= 0:
                     raise TransferError(f"device accepted no data after {sent} of {length} bytes")
@@ -62,6 +66,7 @@ class Link:
         self.handle.vendor_out(0, 0, self.options.control_timeout)
 
     def read(self, length: int, timeout: float) -> bytes:
+        self.check_cancelled()
         return bytes(self.handle.vendor_in(*protocol.split_length(length), length, timeout))
 
 

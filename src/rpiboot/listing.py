@@ -13,7 +13,7 @@ from typing import Any, Sequence
 from .output import printable
 from .session import stage_of
 from .targets import target_for
-from .transport import AccessDenied, Transport, UsbError
+from .transport import AccessDenied, Transport, UsbError, read_serial_number
 
 
 @dataclass(frozen=True)
@@ -56,20 +56,11 @@ def list_devices(transport: Transport, *, read_serials: bool = True) -> list[Lis
 
 def _read_serial(ref: Any) -> tuple[str | None, str | None]:
     try:
-        handle = ref.open()
+        return read_serial_number(ref), None
     except AccessDenied:
         return None, "permission"
     except UsbError:
         return None, "error"
-    try:
-        return handle.read_string(ref.info.serial_index), None
-    except UsbError:
-        return None, "error"
-    finally:
-        try:
-            handle.close()
-        except UsbError:
-            pass
 
 
 def _port_key(port: str) -> tuple[int, ...]:

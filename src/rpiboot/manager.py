@@ -11,6 +11,7 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import dataclass, field
+from typing import Callable
 
 from .errors import (DeviceGoneError, ExitCode, Interrupted, NoDeviceError, RpibootError,
                      StalledError, worst)
@@ -19,10 +20,12 @@ from .follow import Follower
 from .options import BootOptions
 from .session import DeviceSession, State, stage_of
 from .targets import Target, target_for
-from .transport import DeviceRef, Transport, UsbError
+from .transport import AccessDenied, DeviceRef, Transport, UsbError, read_serial_number
 
 SEEN_RETENTION = 2.0
 """Seconds an enumeration that left the bus stays known (a new one gets a new address)."""
+JOIN_GRACE = 2.0
+"""Seconds the end of a run waits for workers still inside a transfer."""
 WAITING_LINE = "Waiting for BCM2835/6/7/2711/2712..."
 
 
@@ -31,9 +34,13 @@ class RunResult:
     sessions: list[DeviceSession] = field(default_factory=list)
     error: RpibootError | None = None
     """A failure of the run as a whole (no device arrived, interrupted...)."""
+    final_exit_code: ExitCode | None = None
+    """Fixed when the run ends, so a worker finishing late cannot change the verdict."""
 
     @property
     def exit_code(self) -> ExitCode:
+        if self.final_exit_code is not None:
+            return self.final_exit_code
         codes = [ExitCode.OK if s.state is State.DONE else
                  (s.error.exit_code if s.error else ExitCode.TRANSFER) for s in self.sessions]
         if self.error is not None:
@@ -53,6 +60,7 @@ class DeviceManager:
         """Enumerations already served or ignored, with when they were last listed."""
         self._started = time.monotonic()
         self._last_activity = self._started
+        self._scan_finishing = False
         self._follower = Follower(options, emit) if options.follow is not None else None
 
     def run(self) -> RunResult:
@@ -64,11 +72,16 @@ class DeviceManager:
                 self.transport.wait_for_change(self.options.poll_interval)
         except KeyboardInterrupt:
             self.result.error = Interrupted("interrupted")
-            self._abandon_in_flight("interrupted")
+            self._abandon_in_flight(lambda: Interrupted("interrupted before it finished"))
         self._join_workers()
+        self.result.final_exit_code = self.result.exit_code
         self.emit(event("summary", devices=[s.summary() for s in self.result.sessions],
-                        exit_code=int(self.result.exit_code)))
+                        exit_code=int(self.result.final_exit_code)))
         return self.result
+
+    def workers_alive(self) -> bool:
+        """True while a worker still holds a device (the transport must stay open)."""
+        return any(worker.is_alive() for worker in self._workers.values())
 
     # --- discovery --------------------------------------------------------------------------
 
@@ -110,7 +123,10 @@ class DeviceManager:
             or (self.options.loop and session.state is State.DONE
                 and stage_of(ref.info) == "server"))
         if not continuing:
-            reason = self._filter_out(ref)
+            try:
+                reason = self._filter_out(ref)
+            except _LookAgain:
+                return False
             if reason is not None:
                 if self.options.verbose >= 2:
                     self.emit(event("device_ignored", port, reason=reason))
@@ -129,7 +145,12 @@ class DeviceManager:
         if options.port_path is not None and info.port_path != options.port_path:
             return f"path {info.port_path} is not {options.port_path}"
         if options.serial is not None:
-            serial = _read_serial(ref)
+            try:
+                serial = read_serial_number(ref)
+            except AccessDenied:
+                return None  # cannot tell: serve it, so the permission error is reported
+            except UsbError as error:
+                raise _LookAgain(str(error)) from None
             if serial != options.serial:
                 return f"serial number {serial!r} is not {options.serial!r}"
         return None
@@ -181,14 +202,14 @@ class DeviceManager:
     def _time_out(self, reason: str) -> None:
         if not self.result.sessions:
             self.result.error = NoDeviceError(f"{reason}; no device appeared")
-        self._abandon_in_flight(reason)
+        self._abandon_in_flight(lambda: StalledError(f"unfinished: {reason}"))
 
-    def _abandon_in_flight(self, reason: str) -> None:
+    def _abandon_in_flight(self, make_error: Callable[[], RpibootError]) -> None:
         if self._follower is not None:
-            self._follower.abandon(self.result.sessions, reason)
+            self._follower.abandon(self.result.sessions, str(make_error()))
         for session in self.result.sessions:
             if not session.terminal:
-                session.fail(StalledError(f"unfinished: {reason}"))
+                session.cancel(make_error())
 
     def _expire_waiting_sessions(self) -> None:
         limit = self.options.reenumerate_timeout
@@ -199,22 +220,16 @@ class DeviceManager:
                                              f"after accepting the second stage"))
 
     def _join_workers(self) -> None:
-        grace = self.options.bulk_timeout + self.options.control_timeout
-        for worker in self._workers.values():
-            worker.join(timeout=grace)
-
-
-def _read_serial(ref: DeviceRef) -> str | None:
-    try:
-        handle = ref.open()
-    except UsbError:
-        return None
-    try:
-        return handle.read_string(ref.info.serial_index) if ref.info.serial_index else None
-    except UsbError:
-        return None
-    finally:
+        """Wait for workers, within one deadline. A cancelled worker stops at its next
+        transfer; one stuck inside a transfer is left behind (its session has already failed,
+        and the verdict is frozen) rather than holding up the exit."""
+        deadline = time.monotonic() + JOIN_GRACE
         try:
-            handle.close()
-        except UsbError:
-            pass
+            for worker in self._workers.values():
+                worker.join(timeout=max(0.0, deadline - time.monotonic()))
+        except KeyboardInterrupt:
+            pass  # a second Ctrl-C: stop waiting, still report
+
+
+class _LookAgain(Exception):
+    """The enumeration could not be examined now; try it on the next scan."""

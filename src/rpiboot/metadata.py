@@ -82,17 +82,20 @@ class MetadataRecord:
         self.values: dict[str, str] = {}
         self.problems: list[str] = []
 
-    def add(self, key: str, value: str | None) -> None:
+    def add(self, key: str, value: str | None) -> str | None:
+        """Record a pair; returns the value stored (FACTORY_UUID decoded), or None if the pair
+        was rejected (the reason is in :attr:`problems`)."""
         if not key or value is None:
             self.problems.append(f"metadata {key!r} without a value ignored")
-            return
+            return None
         if key == DUID_KEY:
             decoded = decode_c40_duid(value)
             if decoded is None:
                 self.problems.append(f"Failed to decode a FACTORY_UUID: invalid input {value!r}")
-                return
+                return None
             value = decoded
         self.values[key] = value
+        return value
 
     def __bool__(self) -> bool:
         return bool(self.values)

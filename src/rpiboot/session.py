@@ -9,13 +9,14 @@ stages. :meth:`DeviceSession.run_stage` serves one enumeration (the ROM or a fil
 from __future__ import annotations
 
 import enum
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import protocol
-from .errors import (BootDirectoryError, DeviceGoneError, PermissionDeniedError, RefusedError,
-                     RpibootError, StalledError, TransferError)
+from .errors import (BootDirectoryError, DeviceGoneError, PermissionDeniedError,
+                     RefusedError, RpibootError, StalledError, TransferError)
 from .events import EventSink, event
 from .file_server import FileServer
 from .file_source import BootFiles, find_default_directory
@@ -35,6 +36,11 @@ class State(enum.Enum):
     SERVING = "serving"
     DONE = "done"
     FAILED = "failed"
+
+
+class Cancelled(Exception):
+    """Raised inside a worker whose session the run has already ended (not an error of its
+    own: the session already carries the reason)."""
 
 
 def stage_of(info: DeviceInfo) -> str:
@@ -59,23 +65,56 @@ class DeviceSession:
     directory: Path | None = None
     final: dict[str, object] | None = None
     """--follow: the USB function the device became (vendor/product, block devices)."""
+    cancelled: threading.Event = field(default_factory=threading.Event)
+    """Set when the run gives up on this device; its worker stops at the next request or chunk."""
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     @property
     def terminal(self) -> bool:
         return self.state in (State.DONE, State.FAILED)
 
-    def fail(self, error: RpibootError) -> None:
-        if self.state is State.FAILED:
-            return  # the first failure stands (a worker may end after the run timed it out)
-        self.state, self.error, self.finished = State.FAILED, error, time.monotonic()
+    def fail(self, error: RpibootError, *, after_done: bool = False) -> None:
+        """End the session as failed, unless it has already ended: the first outcome stands
+        (a worker may finish after the run has timed it out, and must not overturn that).
+        ``after_done`` lets --follow fail a device whose file server had finished."""
+        if not self._end(State.FAILED, error, after_done=after_done):
+            return
         self.emit(event("device_failed", self.port, code=error.code, message=str(error),
                         exit_code=int(error.exit_code)))
 
     def complete(self) -> None:
-        self.state, self.finished = State.DONE, time.monotonic()
+        if not self._end(State.DONE, None):
+            return
         self.emit(event("stage_done", self.port, stage="server"))
         details = {key: value for key, value in self.summary().items() if key != "port"}
         self.emit(event("device_done", self.port, **details))
+
+    def cancel(self, error: RpibootError) -> None:
+        """Give up on the device from another thread (run time-out, Ctrl-C)."""
+        self.cancelled.set()
+        self.fail(error)
+
+    def check_cancelled(self) -> None:
+        if self.cancelled.is_set():
+            raise Cancelled("the run gave up on this device")
+
+    def _end(self, state: State, error: RpibootError | None, *, after_done: bool = False) -> bool:
+        with self._lock:
+            if self.state is State.FAILED or (self.state is State.DONE and not after_done):
+                return False
+            if state is State.DONE and self.cancelled.is_set():
+                return False
+            self.state, self.error, self.finished = state, error, time.monotonic()
+            return True
+
+    def _begin_stage(self, stage: str) -> bool:
+        """Enter a new stage; False if the run has already given up on the device."""
+        with self._lock:
+            if self.cancelled.is_set() or self.state is State.FAILED:
+                return False
+            self.stages.append(stage)
+            self.state = State.ROM if stage == "rom" else State.SERVING
+            return True
 
     def summary(self) -> dict[str, object]:
         end = self.finished if self.finished is not None else time.monotonic()
@@ -92,21 +131,23 @@ class DeviceSession:
     def run_stage(self, ref: DeviceRef) -> None:
         """Serve one enumeration. Errors end the session as FAILED; nothing propagates."""
         stage = stage_of(ref.info)
-        self.stages.append(stage)
-        self.state = State.ROM if stage == "rom" else State.SERVING
+        if not self._begin_stage(stage):
+            return
         try:
-            self.boot_files()  # a missing boot directory fails before the device is touched
+            files = self.boot_files()  # a missing boot directory fails before the device is opened
             handle = self._open(ref)
             try:
-                link = Link.for_device(handle, ref.info, self.options)
+                link = Link.for_device(handle, ref.info, self.options, self.check_cancelled)
                 if stage == "rom":
-                    self._boot_rom(link)
+                    self._boot_rom(link, files)
                 else:
                     self.serial = handle.read_string(ref.info.serial_index) or self.serial
-                    FileServer(self, link).serve()
+                    FileServer(self, link, files).serve()
             finally:
                 close_quietly(handle)
             time.sleep(self.options.close_delay)
+        except Cancelled:
+            pass  # already failed by whoever cancelled
         except RpibootError as error:
             self.fail(error)
         except DeviceGone as error:
@@ -131,8 +172,8 @@ class DeviceSession:
 
     def _open(self, ref: DeviceRef) -> DeviceHandle:
         time.sleep(self.options.open_delay)
-        attempts = max(1, self.options.retries)
-        for attempt in range(attempts):
+        attempt = 1
+        while True:
             try:
                 return ref.open()
             except AccessDenied:
@@ -142,13 +183,13 @@ class DeviceSession:
             except DeviceGone:
                 raise
             except UsbError as error:
-                if attempt == attempts - 1:
-                    raise TransferError(f"cannot open device {self.port}: {error}") from None
-                time.sleep(self.options.retry_delay)
-        raise AssertionError("unreachable")
+                if attempt >= self.options.retries:
+                    raise TransferError(f"cannot open device {self.port} after {attempt} "
+                                        f"attempts: {error}") from None
+            attempt += 1
+            time.sleep(self.options.retry_delay)
 
-    def _boot_rom(self, link: Link) -> None:
-        files = self.boot_files()
+    def _boot_rom(self, link: Link, files: BootFiles) -> None:
         name = self.target.second_stage
         second_stage = files.resolve(name)
         if second_stage is None:

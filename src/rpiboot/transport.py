@@ -112,3 +112,18 @@ class Transport(Protocol):
     def has_hotplug(self) -> bool: ...
 
     def close(self) -> None: ...
+
+
+def read_serial_number(ref: DeviceRef) -> str | None:
+    """Open an enumeration just long enough to read its serial-number string (None if it has
+    none). Raises the transport's errors, :class:`AccessDenied` among them."""
+    if not ref.info.serial_index:
+        return None
+    handle = ref.open()
+    try:
+        return handle.read_string(ref.info.serial_index)
+    finally:
+        try:
+            handle.close()
+        except UsbError:
+            pass

@@ -1,0 +1,70 @@
+"""How a run ends while devices are still in progress: run time-out and Ctrl-C cancel them, the
+verdict is fixed when the run returns, and a worker that finishes late changes nothing."""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+from rpiboot.errors import ExitCode
+from rpiboot.session import State
+from rpiboot.simulator import RomStage, ServerStage, VirtualPi
+from rpiboot.simulator.in_process import VirtualBus
+from rpiboot.simulator.script import done, load
+
+from engine_support import fast_options, run_boot
+
+
+def silent_server(chip: str = "2711") -> VirtualPi:
+    """Serves config.txt, then never sends another request."""
+    return VirtualPi(chip, (1,), stages=[
+        RomStage(serial_index=3 if chip == "2711" else 0),
+        ServerStage(load("config.txt") + [done()], stall_at_request=2)])
+
+
+def test_run_timeout_cancels_the_worker_and_the_verdict_stays(boot_dir: Path) -> None:
+    options = fast_options(boot_dir, run_timeout=0.5, stall_timeout=30.0, read_timeout=0.2)
+    run = run_boot([silent_server()], options)
+    assert run.exit_code == ExitCode.TRANSFER
+    [session] = run.result.sessions
+    assert session.state is State.FAILED and session.error is not None
+    assert session.error.code == "stalled"
+    time.sleep(0.6)  # longer than a read: a worker that ignored the cancel would finish now
+    assert run.exit_code == ExitCode.TRANSFER
+    assert session.state is State.FAILED
+    assert not run.events.of("device_done")
+    assert not any(t.name.startswith("rpiboot-") and t.is_alive()
+                   for t in threading.enumerate())
+    assert run.events.items[-1].kind == "summary"
+
+
+class InterruptingBus(VirtualBus):
+    """Raises KeyboardInterrupt in the manager's loop once a device is being served."""
+
+    def __init__(self, pis: list[VirtualPi]):
+        super().__init__(pis)
+        self.pis_ref = pis
+
+    def wait_for_change(self, timeout: float) -> None:
+        if any(pi.stage_index >= 1 and pi.received for pi in self.pis_ref):
+            raise KeyboardInterrupt
+        super().wait_for_change(timeout)
+
+
+def test_ctrl_c_with_a_device_in_flight_exits_130(boot_dir: Path) -> None:
+    pis = [silent_server()]
+    options = fast_options(boot_dir, stall_timeout=30.0, read_timeout=0.2)
+    run = run_boot(pis, options, bus=InterruptingBus(pis))
+    assert run.exit_code == ExitCode.INTERRUPTED
+    [failed] = run.events.of("device_failed")
+    assert failed.data["code"] == "interrupted"
+    assert run.events.of("summary")[0].data["exit_code"] == ExitCode.INTERRUPTED
+
+
+def test_a_real_failure_still_outranks_the_interrupt(boot_dir: Path) -> None:
+    refused = VirtualPi("2712", (2,), stages=[RomStage(return_code=1)])
+    pis = [silent_server(), refused]
+    run = run_boot(pis, fast_options(boot_dir, stall_timeout=30.0, read_timeout=0.2),
+                   bus=InterruptingBus(pis))
+    assert run.exit_code == ExitCode.REFUSED
