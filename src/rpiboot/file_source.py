@@ -208,5 +208,6 @@ def check_boot_directory(directory: Path, *, signed: bool = False) -> None:
         raise BootDirectoryError(
             f"No 'bootcode' files found in '{directory}' (need bootfiles.bin, bootcode.bin, "
             f"bootcode4.bin or bootcode5.bin, at the top or in a 2710/2711/2712 sub-directory)")
-    if signed and not (directory / "bootsig.bin").is_file():
+    if signed and not any((place / "bootsig.bin").is_file()
+                          for place in (directory, directory / "2710")):
         raise BootDirectoryError(f"Unable to open 'bootsig.bin' from {directory} (needed by -s)")
