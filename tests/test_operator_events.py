@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -10,7 +11,8 @@ import pytest
 from rpiboot import cli
 from rpiboot.demo import demo_pis
 from rpiboot.errors import ExitCode
-from rpiboot.event_schema import ERROR_CODES, EVENT_SCHEMA, validate
+from rpiboot.event_schema import (COMMON, DEVICE_SUMMARY, ERROR_CODES, EVENT_SCHEMA,
+                                  validate)
 from rpiboot.simulator import FinalStage, RomStage, ServerStage, typical_pi
 from rpiboot.simulator.script import load
 
@@ -102,12 +104,67 @@ def test_schema_rejects_bad_events() -> None:
                      "message": "m", "exit_code": 5})
 
 
-def test_docs_describe_every_kind_and_code() -> None:
+_TYPE_WORDS = {"str": "string", "int": "integer", "number": "number", "bool": "boolean",
+               "list": "array", "dict": "object"}
+"""event_schema's type names and the words docs/events.md uses for them."""
+
+_DOCUMENTED_IN = {"device_done": "summary"}
+"""Kinds whose fields are in another section's table (device_done: the summary's devices)."""
+
+
+def _doc_sections() -> dict[str, str]:
+    """Heading (its first `name`, or its text) -> the section's text, for ## and ### headings."""
     text = DOCS.read_text()
+    sections = {}
+    for match in re.finditer(r"^#{2,3} ([^\n]+)\n(.*?)(?=^#{1,3} |\Z)", text, re.M | re.S):
+        name = re.match(r"`([^`]+)`", match.group(1))
+        sections[name.group(1) if name else match.group(1).strip()] = match.group(2)
+    return sections
+
+
+def _table(section: str) -> dict[str, str]:
+    """Field -> type cell of the field tables in one section."""
+    return {row.group(1): row.group(2).strip()
+            for row in re.finditer(r"^\| `(\w+)` \| ([^|]+) \|", section, re.M)}
+
+
+def _check_type(where: str, cell: str, schema_type: str) -> None:
+    word = _TYPE_WORDS[schema_type.rstrip("?")]
+    assert re.match(rf"{word}\b", cell), (where, cell, schema_type)
+    assert ("or null" in cell) == schema_type.endswith("?"), (where, cell, schema_type)
+
+
+def test_docs_table_of_each_kind_has_its_fields_and_types() -> None:
+    sections = _doc_sections()
+    common = _table(sections["Common fields"])
+    for name, schema_type in {**COMMON, "port": "str"}.items():
+        _check_type(f"common {name}", common[name], schema_type)
     for kind, fields in EVENT_SCHEMA.items():
-        assert f"`{kind}`" in text, kind
-        for name in fields:
-            assert f"`{name}`" in text, (kind, name)
+        assert kind in sections, f"docs/events.md has no section for {kind}"
+        table = _table(sections[_DOCUMENTED_IN.get(kind, kind)])
+        for name, schema_type in fields.items():
+            if name == "port" and name not in table:
+                continue  # a common field, checked above
+            assert name in table, f"{kind}.{name} is not in its table in docs/events.md"
+            _check_type(f"{kind}.{name}", table[name], schema_type)
+        extra = set(_table(sections[kind])) - set(fields) - (
+            set(DEVICE_SUMMARY) if kind == "summary" else set())
+        assert not extra, f"docs/events.md documents {kind} fields the schema lacks: {extra}"
+
+
+def test_docs_table_check_can_fail() -> None:
+    with pytest.raises(AssertionError):
+        _check_type("x", "string", "str?")
+    with pytest.raises(AssertionError):
+        _check_type("x", "integer or null", "int")
+    with pytest.raises(AssertionError):
+        _check_type("x", "number", "int")
+    _check_type("x", "array of strings", "list")
+    assert _table("| `a` | string or null | text |\n| b | c |") == {"a": "string or null"}
+
+
+def test_docs_describe_every_code_and_status() -> None:
+    text = DOCS.read_text()
     for code in ERROR_CODES:
         assert f"`{code}`" in text, code
     for status in ExitCode:

@@ -149,3 +149,26 @@ def test_human_bytes() -> None:
     assert human_bytes(10) == "10 B"
     assert human_bytes(2048) == "2.0 KiB"
     assert human_bytes(5 * 1024 ** 3) == "5.0 GiB"
+
+
+@pytest.mark.parametrize("verbose", [0, 1])
+def test_live_view_and_plain_lines_agree_on_shared_messages(verbose: int) -> None:
+    shared = [event("notice", message="run notice"), event("notice", "1-1", message="port notice"),
+              event("device_ignored", "1-9", reason="not -p 1-1"),
+              event("metadata", "1-1", key="MAC_ADDR", value="d8:3a"),
+              event("metadata_json", "1-1", json='{\n  "MAC_ADDR": "d8:3a"\n}\n')]
+    plain_out = io.StringIO()
+    plain = PlainReporter(verbose=verbose, stream=plain_out, errors=io.StringIO())
+    console, buffer = _console()
+    view = LiveView(verbose=verbose, console=console, auto_refresh=False, redirect=False)
+    assert view.device_table().plain == "Waiting for BCM2835/6/7/2711/2712..."  # before any event
+    for item in shared:
+        plain(item)
+        view(item)
+    view.close()
+    lines = plain_out.getvalue().splitlines()
+    assert ("1-1: port notice" in lines) == ("1-1: metadata MAC_ADDR = d8:3a" in lines) == bool(
+        verbose)
+    assert {"run notice", "1-9: ignored (not -p 1-1)", '  "MAC_ADDR": "d8:3a"'} <= set(lines)
+    for line in lines:
+        assert line in _text(buffer)

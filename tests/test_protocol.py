@@ -11,8 +11,6 @@ from rpiboot import protocol
 from rpiboot.protocol import (BadRequest, Done, GetFileSize, Metadata, ReadFile,
                               encode_file_message, parse_file_message)
 
-EVENT_TYPES = (GetFileSize, ReadFile, Metadata, Done, BadRequest)
-
 
 @given(st.integers(0, protocol.MAX_LENGTH))
 def test_split_and_join_length(length: int) -> None:
@@ -44,44 +42,53 @@ def test_return_code() -> None:
         protocol.parse_return_code(b"\0\0")
 
 
-@given(st.binary(min_size=260, max_size=260))
-def test_any_260_byte_message_is_classified(raw: bytes) -> None:
-    event = parse_file_message(raw)
-    assert isinstance(event, EVENT_TYPES)
+_COMMANDS = st.one_of(st.sampled_from([0, 1, 2, 3, -1]), st.integers(-2**31, 2**31 - 1))
+_NAME_FIELDS = st.one_of(
+    st.binary(max_size=256),  # anything, NUL-padded below
+    st.text(st.characters(blacklist_characters="\0", blacklist_categories=("Cs",)),
+            max_size=60).map(str.encode).filter(lambda name: len(name) <= 255),  # names
+    st.binary(max_size=255).map(lambda body: b"*" + body),  # metadata-like
+    st.binary(min_size=256, max_size=256).map(lambda raw: raw.replace(b"\0", b"x")),  # no NUL
+).map(lambda name: name.ljust(protocol.NAME_FIELD_SIZE, b"\0"))
 
 
-@given(st.binary(max_size=600))
-def test_any_length_never_raises(raw: bytes) -> None:
-    event = parse_file_message(raw)
-    assert isinstance(event, EVENT_TYPES)
-    if len(raw) < protocol.FILE_MESSAGE_SIZE:
-        assert isinstance(event, BadRequest) and event.fatal
+def _refusal(event: object) -> tuple[int, bool, bool]:
+    """A BadRequest's command, whether it gets a zero-length reply, and whether it is fatal."""
+    assert isinstance(event, BadRequest) and event.reason
+    return event.command, event.reply, event.fatal
 
 
-@given(st.integers(-2**31, 2**31 - 1), st.binary(min_size=256, max_size=256))
-def test_classification_is_total_and_consistent(command: int, field: bytes) -> None:
-    raw = struct.pack("<i", command) + field
-    event = parse_file_message(raw)
+@given(_COMMANDS, _NAME_FIELDS)
+def test_classification_follows_the_rules(command: int, field: bytes) -> None:
+    event = parse_file_message(struct.pack("<i", command) + field)
     end = field.find(b"\0")
-    if end == 0:
-        assert event == Done(acknowledge=True)
-    elif command == 2:  # upstream: command 2 ends the stage, whatever the name holds
-        assert event == Done(acknowledge=False)
-    elif end < 0:  # no terminator: treated as missing (zero-length reply) for file requests
-        assert isinstance(event, BadRequest)
-        assert (event.reply, event.fatal) == ((True, False) if command in (0, 1) else
-                                              (False, True))
-    elif field.startswith(b"*"):
+    known = command in (0, 1)
+    if end == 0 or command == 2:  # an empty name, or command 2 whatever its name holds
+        assert event == Done(acknowledge=end == 0)
+    elif end < 0:  # no terminator: refused; a known command still gets its zero-length reply
+        assert _refusal(event) == (command, known, not known)
+    elif field.startswith(b"*"):  # metadata, whatever the command
         assert isinstance(event, Metadata)
-    elif command in (0, 1):
+        assert "*" not in event.key and (event.value is None or "*" not in event.value)
+        assert event.key or event.value is None
+    elif not known:
+        assert _refusal(event) == (command, False, True)
+    else:
         try:
             name = field[:end].decode("utf-8")
         except UnicodeDecodeError:
-            assert isinstance(event, BadRequest) and event.reply and not event.fatal
+            assert _refusal(event) == (command, True, False)
             return
         assert event == (GetFileSize(name), ReadFile(name))[command]
-    else:
+
+
+@given(st.binary(max_size=600))
+def test_short_messages_are_fatal_and_extra_bytes_are_ignored(raw: bytes) -> None:
+    event = parse_file_message(raw)
+    if len(raw) < protocol.FILE_MESSAGE_SIZE:
         assert isinstance(event, BadRequest) and event.fatal and not event.reply
+    else:
+        assert event == parse_file_message(raw[:protocol.FILE_MESSAGE_SIZE])
 
 
 _NAME = st.text(st.characters(blacklist_characters="\0", blacklist_categories=("Cs",)),

@@ -7,13 +7,14 @@ import threading
 import time
 from pathlib import Path
 
+from rpiboot.api import boot
 from rpiboot.errors import ExitCode
 from rpiboot.session import State
 from rpiboot.simulator import RomStage, ServerStage, VirtualPi
 from rpiboot.simulator.in_process import VirtualBus
 from rpiboot.simulator.script import done, load
 
-from engine_support import fast_options, run_boot
+from engine_support import Events, fast_options, run_boot
 
 
 def silent_server(chip: str = "2711") -> VirtualPi:
@@ -39,15 +40,19 @@ def test_run_timeout_cancels_the_worker_and_the_verdict_stays(boot_dir: Path) ->
     assert run.events.items[-1].kind == "summary"
 
 
-class InterruptingBus(VirtualBus):
-    """Raises KeyboardInterrupt in the manager's loop once a device is being served."""
+def serving(pi: VirtualPi) -> bool:
+    return pi.stage_index >= 1 and any(r.kind == "request_read" for r in pi.received)
 
-    def __init__(self, pis: list[VirtualPi]):
+
+class InterruptingBus(VirtualBus):
+    """Raises KeyboardInterrupt in the manager's loop once ``ready()`` says so."""
+
+    def __init__(self, pis: list[VirtualPi], ready):  # type: ignore[no-untyped-def]
         super().__init__(pis)
-        self.pis_ref = pis
+        self.ready = ready
 
     def wait_for_change(self, timeout: float) -> None:
-        if any(pi.stage_index >= 1 and pi.received for pi in self.pis_ref):
+        if self.ready():
             raise KeyboardInterrupt
         super().wait_for_change(timeout)
 
@@ -55,7 +60,7 @@ class InterruptingBus(VirtualBus):
 def test_ctrl_c_with_a_device_in_flight_exits_130(boot_dir: Path) -> None:
     pis = [silent_server()]
     options = fast_options(boot_dir, stall_timeout=30.0, read_timeout=0.2)
-    run = run_boot(pis, options, bus=InterruptingBus(pis))
+    run = run_boot(pis, options, bus=InterruptingBus(pis, lambda: serving(pis[0])))
     assert run.exit_code == ExitCode.INTERRUPTED
     [failed] = run.events.of("device_failed")
     assert failed.data["code"] == "interrupted"
@@ -65,6 +70,10 @@ def test_ctrl_c_with_a_device_in_flight_exits_130(boot_dir: Path) -> None:
 def test_a_real_failure_still_outranks_the_interrupt(boot_dir: Path) -> None:
     refused = VirtualPi("2712", (2,), stages=[RomStage(return_code=1)])
     pis = [silent_server(), refused]
-    run = run_boot(pis, fast_options(boot_dir, stall_timeout=30.0, read_timeout=0.2),
-                   bus=InterruptingBus(pis))
-    assert run.exit_code == ExitCode.REFUSED
+    events = Events()
+    bus = InterruptingBus(pis, lambda: serving(pis[0]) and events.of("device_failed", "1-2"))
+    options = fast_options(boot_dir, stall_timeout=30.0, read_timeout=0.2)
+    result = boot(options, on_event=events, transport=bus)
+    assert result.exit_code == ExitCode.REFUSED
+    codes = {e.port: e.data["code"] for e in events.of("device_failed")}
+    assert codes == {"1-1": "interrupted", "1-2": "refused"}

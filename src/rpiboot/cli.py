@@ -46,7 +46,15 @@ class _Parser(argparse.ArgumentParser):
 def build_parser() -> argparse.ArgumentParser:
     parser = _Parser(prog="rpiboot", description=DESCRIPTION, epilog=EXIT_STATUS_HELP,
                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    upstream = parser.add_argument_group("upstream options")
+    _add_upstream_options(parser.add_argument_group("upstream options"))
+    further = parser.add_argument_group("further options")
+    _add_output_options(further)
+    _add_udev_options(parser.add_argument_group("USB access set-up (Linux)"))
+    _add_timing_options(further)  # after the udev options: --help's usage line keeps its order
+    return parser
+
+
+def _add_upstream_options(upstream: argparse._ArgumentGroup) -> None:
     upstream.add_argument("-d", "--directory", type=Path, metavar="DIR",
                           help="boot the device with the files in DIR")
     upstream.add_argument("-o", "--overlay", action="store_true",
@@ -70,7 +78,10 @@ def build_parser() -> argparse.ArgumentParser:
     upstream.add_argument("-j", "--metadata", nargs="?", const="", metavar="DIR",
                           help="write the OTP metadata (BCM2711/2712) to DIR/<serial>.json, "
                                "or to stdout without DIR")
-    ours = parser.add_argument_group("further options")
+
+
+def _add_output_options(ours: argparse._ArgumentGroup) -> None:
+    """How to report, and what to do besides booting."""
     ours.add_argument("--json", action="store_true",
                       help="print one JSON object per event instead of text (docs/events.md)")
     ours.add_argument("--plain", action="store_true",
@@ -82,7 +93,9 @@ def build_parser() -> argparse.ArgumentParser:
                       help="after the file server is done, wait (default 60 s) for the device "
                            "to reappear at its port as its final USB function (e.g. the "
                            "mass-storage gadget) and report it; not in time: exit status 5")
-    setup = parser.add_argument_group("USB access set-up (Linux)")
+
+
+def _add_udev_options(setup: argparse._ArgumentGroup) -> None:
     setup.add_argument("--udev-rule", action="store_true",
                        help="print a udev rule that lets a group open Raspberry Pis in boot mode")
     setup.add_argument("--install-udev-rule", action="store_true",
@@ -92,6 +105,10 @@ def build_parser() -> argparse.ArgumentParser:
                        help="group for the udev rule (default plugdev)")
     setup.add_argument("-y", "--yes", action="store_true",
                        help="do not ask for confirmation")
+
+
+def _add_timing_options(ours: argparse._ArgumentGroup) -> None:
+    """Timeouts, delays and retries, the libusb library to use, and the demo."""
     ours.add_argument("--timeout", type=float, metavar="SECONDS",
                       help="give up if no device arrives (with -l: nothing happens) this long")
     ours.add_argument("--run-timeout", type=float, metavar="SECONDS",
@@ -118,7 +135,6 @@ def build_parser() -> argparse.ArgumentParser:
                       help="how long a file server may stay silent (default 60)")
     ours.add_argument("--demo", action="store_true",
                       help="boot built-in virtual Raspberry Pis from a demo directory")
-    return parser
 
 
 def _normalise(argv: Sequence[str]) -> list[str]:
@@ -194,27 +210,33 @@ def main(argv: Sequence[str] | None = None, *, transport: "Transport | None" = N
     if args.version:
         print(f"RPIBOOT: pkg-version {__version__} (rpiboot for Python)")
         return ExitCode.OK
-    reporter: EventSink | None = None
     try:
         if args.udev_rule or args.install_udev_rule:
             return _udev(args)
         if args.list:
             return _list(args, transport)
-        reporter = make_reporter(args)
+        return _boot(args, options, transport)
+    except RpibootError as error:
+        return _report_error(error, args)
+    except KeyboardInterrupt:
+        return ExitCode.INTERRUPTED
+    finally:
+        _silence_closed_stdout()
+
+
+def _boot(args: argparse.Namespace, options: BootOptions,
+          transport: "Transport | None") -> int:
+    """Boot with the reporter the arguments choose; it is closed (the live view stopped) before
+    any error is printed."""
+    reporter = make_reporter(args)
+    try:
         if args.demo:
             from .demo import run_demo
             return int(run_demo(options, reporter))
         from .api import boot
         result = boot(options, on_event=reporter, libusb=args.libusb, transport=transport)
-    except RpibootError as error:
-        _close(reporter)
-        return _report_error(error, args)
-    except KeyboardInterrupt:
-        _close(reporter)
-        return ExitCode.INTERRUPTED
     finally:
         _close(reporter)
-        _silence_closed_stdout()
     if result.error is not None:  # e.g. no device within --timeout: say why, not only exit 4
         _report_error(result.error, args)
     return int(result.exit_code)

@@ -6,7 +6,8 @@ validates against :data:`EVENT_SCHEMA`. Every object has ``event`` (the kind, a 
 e.g. ``1-1.3``). Fields are only ever added, never renamed or removed, within a major version.
 
 Types: ``str``, ``int``, ``number`` (int or float), ``bool``, ``list``, ``dict``; a ``?`` suffix
-allows null.
+allows null (docs/events.md: string, integer, number, boolean, array, object; "or null"). A field
+in :data:`OPTIONAL_FIELDS` may be left out instead, which is not the same as null.
 """
 
 from __future__ import annotations
@@ -27,12 +28,12 @@ EVENT_SCHEMA: dict[str, dict[str, str]] = {
     "waiting": {"message": "str"},
     "summary": {"devices": "list", "exit_code": "int"},
     "error": {"code": "str", "message": "str", "exit_code": "int"},
-    "notice": {"port": "str?", "message": "str"},
+    "notice": {"port": "str", "message": "str"},
     # one device
     "device_arrived": {"port": "str", "chip": "str", "stage": "str", "serial_index": "int",
                        "bus": "int", "address": "int", "speed": "str", "interfaces": "int"},
     "device_ignored": {"port": "str", "reason": "str"},
-    "stage_started": {"port": "str", "stage": "str", "chip": "str", "file": "str?",
+    "stage_started": {"port": "str", "stage": "str", "chip": "str", "file": "str",
                       "serial": "str?"},
     "file_loaded": {"port": "str", "name": "str", "origin": "str", "source": "str",
                     "size": "int"},

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import threading
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
 from rich import box
 from rich.console import Console, Group, RenderableType
@@ -18,7 +18,9 @@ from rich.table import Table
 from rich.text import Text
 
 from .events import Event
-from .output import for_display
+from .manager import WAITING_LINE
+from .output import (block_device_paths, failure_line, final_text, for_display, ignored_line,
+                     metadata_json_text, metadata_line, notice_lines)
 
 
 def human_bytes(count: float) -> str:
@@ -44,6 +46,14 @@ class _Row:
     result: str = "working"
     style: str = ""
 
+    def begin(self, file: str, size: int | None = None) -> None:
+        """A new current file: nothing of it sent yet."""
+        self.file, self.sent, self.size, self.rate = file, 0, size, None
+
+    def progress(self, file: str, sent: int, size: int, seconds: float) -> None:
+        self.file, self.sent, self.size = file, sent, size
+        self.rate = sent / seconds if seconds > 0 else None
+
 
 class LiveView:
     """Renders engine events as a live table on a rich console."""
@@ -55,7 +65,7 @@ class LiveView:
         self.console = console or Console()
         self._rows: dict[str, _Row] = {}
         self._lock = threading.RLock()
-        self._status = "Waiting for BCM2835/6/7/2711/2712..."
+        self._status = WAITING_LINE
         self._summary: list[dict[str, Any]] | None = None
         self._live = Live(self, console=self.console, refresh_per_second=refresh_per_second,
                           auto_refresh=auto_refresh, transient=False,
@@ -100,81 +110,127 @@ class LiveView:
         return row
 
     def _apply(self, item: Event) -> list[str]:
-        data, kind = item.data, item.kind
-        port = item.port
-        if kind == "waiting":
-            self._status = data["message"]
+        """Take in one event; the lines to print above the table."""
+        run_handler = self._RUN_HANDLERS.get(item.kind)
+        if run_handler is not None:
+            return run_handler(self, item)
+        if item.port is None:
             return []
-        if kind == "summary":
-            self._summary = list(data["devices"])
+        row = self._row(item.port)
+        handler = self._DEVICE_HANDLERS.get(item.kind)
+        return handler(self, row, item) if handler is not None else []
+
+    # events about the run (or printed whole, without a row)
+
+    def _waiting(self, item: Event) -> list[str]:
+        self._status = item.data["message"]
+        return []
+
+    def _summary_event(self, item: Event) -> list[str]:
+        self._summary = list(item.data["devices"])
+        return []
+
+    def _metadata_json(self, item: Event) -> list[str]:
+        return [metadata_json_text(item.data["json"])]
+
+    def _metadata_written(self, item: Event) -> list[str]:
+        return [f"{item.port}: created metadata file {item.data['path']}"]
+
+    def _notice(self, item: Event) -> list[str]:
+        return notice_lines(item.port, item.data["message"], self.verbose)
+
+    def _device_ignored(self, item: Event) -> list[str]:
+        return [ignored_line(item.port, item.data["reason"])]
+
+    _RUN_HANDLERS: dict[str, Callable[[LiveView, Event], list[str]]] = {
+        "waiting": _waiting, "summary": _summary_event, "metadata_json": _metadata_json,
+        "metadata_written": _metadata_written, "notice": _notice,
+        "device_ignored": _device_ignored,
+    }
+
+    # events about one device: they update its row
+
+    def _device_arrived(self, row: _Row, item: Event) -> list[str]:
+        data = item.data
+        row.chip, row.stage = data["chip"], data["stage"]
+        row.result, row.style = "working", ""
+        if not self.verbose:
             return []
-        if kind == "metadata_json":
-            return [data["json"].rstrip("\n")]
-        if kind == "metadata_written":
-            return [f"{port}: created metadata file {data['path']}"]
-        if kind == "notice":
-            return ([f"{port}: {data['message']}" if port else data["message"]]
-                    if self.verbose or not port else [])
-        if kind == "device_ignored":
-            return [f"{port}: ignored ({data['reason']})"]
-        if port is None:
+        return [f"{item.port}: found {data['chip']} ({data['stage']} stage, "
+                f"{data['speed']} speed, address {data['address']})"]
+
+    def _stage_started(self, row: _Row, item: Event) -> list[str]:
+        row.stage = item.data["stage"]
+        row.serial = item.data.get("serial") or row.serial
+        if item.data.get("file"):
+            row.begin(item.data["file"])
+        return []
+
+    def _file_loaded(self, row: _Row, item: Event) -> list[str]:
+        row.begin(item.data["name"], item.data["size"])
+        return [f"{item.port}: loading {item.data['origin']}"] if self.verbose >= 2 else []
+
+    def _file_requested(self, row: _Row, item: Event) -> list[str]:
+        if row.file != item.data["name"]:
+            row.begin(item.data["name"])
+        return ([f"{item.port}: {item.data['command']} {item.data['name']}"]
+                if self.verbose >= 2 else [])
+
+    def _file_progress(self, row: _Row, item: Event) -> list[str]:
+        data = item.data
+        row.progress(data["name"], data["sent"], data["size"], data["seconds"])
+        return []
+
+    def _file_sent(self, row: _Row, item: Event) -> list[str]:
+        """``file_served`` and ``second_stage_sent``: a whole file went out."""
+        data = item.data
+        row.progress(data["name"], data["size"], data["size"], data["seconds"])
+        row.bytes += data["size"]
+        if item.kind == "file_served":
+            row.files += 1
+        elif data["return_code"] == 0:
+            row.stage = "reboot"
+        if not self.verbose:
             return []
-        row = self._row(port)
-        messages: list[str] = []
-        if kind == "device_arrived":
-            row.chip, row.stage = data["chip"], data["stage"]
-            row.result, row.style = "working", ""
-            if self.verbose:
-                messages.append(f"{port}: found {data['chip']} ({data['stage']} stage, "
-                                f"{data['speed']} speed, address {data['address']})")
-        elif kind == "stage_started":
-            row.stage = data["stage"]
-            row.serial = data.get("serial") or row.serial
-            if data.get("file"):
-                row.file, row.sent, row.size, row.rate = data["file"], 0, None, None
-        elif kind == "file_loaded":
-            row.file, row.sent, row.size, row.rate = data["name"], 0, data["size"], None
-            if self.verbose >= 2:
-                messages.append(f"{port}: loading {data['origin']}")
-        elif kind == "file_requested":
-            if row.file != data["name"]:
-                row.file, row.sent, row.size, row.rate = data["name"], 0, None, None
-            if self.verbose >= 2:
-                messages.append(f"{port}: {data['command']} {data['name']}")
-        elif kind == "file_progress":
-            row.file, row.sent, row.size = data["name"], data["sent"], data["size"]
-            row.rate = data["sent"] / data["seconds"] if data["seconds"] > 0 else None
-        elif kind in ("file_served", "second_stage_sent"):
-            row.file, row.sent, row.size = data["name"], data["size"], data["size"]
-            row.rate = data["size"] / data["seconds"] if data["seconds"] > 0 else None
-            row.bytes += data["size"]
-            if kind == "file_served":
-                row.files += 1
-            elif data["return_code"] == 0:
-                row.stage = "reboot"
-            if self.verbose:
-                messages.append(f"{port}: sent {data['name']} ({human_bytes(data['size'])} in "
-                                f"{data['seconds']:.3f} s)")
-        elif kind == "file_missing":
-            row.file, row.sent, row.size, row.rate = f"{data['name']} (missing)", 0, None, None
-            if self.verbose:
-                messages.append(f"{port}: no such file {data['name']}")
-        elif kind == "file_refused":
-            messages.append(f"{port}: refused request for {data['name']!r}: {data['reason']}")
-        elif kind == "metadata" and self.verbose:
-            messages.append(f"{port}: metadata {data['key']} = {data['value']}")
-        elif kind == "device_done":
-            row.result, row.style = "ok", "green"
-            row.serial = data.get("serial") or row.serial
-            row.stage = "done"
-        elif kind == "device_failed":
-            row.result, row.style = f"failed: {data['code']}", "bold red"
-            messages.append(f"rpiboot: error: {port}: {data['message']}")
-        elif kind == "device_followed":
-            blocks = ", ".join(f"/dev/{name}" for name in data["block_devices"])
-            row.stage = f"final {data['usb_id']}"
-            row.result, row.style = "ok" + (f" ({blocks})" if blocks else ""), "green"
-        return messages
+        return [f"{item.port}: sent {data['name']} ({human_bytes(data['size'])} in "
+                f"{data['seconds']:.3f} s)"]
+
+    def _file_missing(self, row: _Row, item: Event) -> list[str]:
+        row.begin(f"{item.data['name']} (missing)")
+        return [f"{item.port}: no such file {item.data['name']}"] if self.verbose else []
+
+    def _file_refused(self, row: _Row, item: Event) -> list[str]:
+        return [f"{item.port}: refused request for {item.data['name']!r}: "
+                f"{item.data['reason']}"]
+
+    def _metadata(self, row: _Row, item: Event) -> list[str]:
+        return ([metadata_line(item.port, item.data["key"], item.data["value"])]
+                if self.verbose else [])
+
+    def _device_done(self, row: _Row, item: Event) -> list[str]:
+        row.result, row.style = "ok", "green"
+        row.serial = item.data.get("serial") or row.serial
+        row.stage = "done"
+        return []
+
+    def _device_failed(self, row: _Row, item: Event) -> list[str]:
+        row.result, row.style = f"failed: {item.data['code']}", "bold red"
+        return [failure_line(item.port, item.data["message"])]
+
+    def _device_followed(self, row: _Row, item: Event) -> list[str]:
+        blocks = ", ".join(block_device_paths(item.data["block_devices"]))
+        row.stage = f"final {item.data['usb_id']}"
+        row.result, row.style = "ok" + (f" ({blocks})" if blocks else ""), "green"
+        return []
+
+    _DEVICE_HANDLERS: dict[str, Callable[[LiveView, _Row, Event], list[str]]] = {
+        "device_arrived": _device_arrived, "stage_started": _stage_started,
+        "file_loaded": _file_loaded, "file_requested": _file_requested,
+        "file_progress": _file_progress, "file_served": _file_sent,
+        "second_stage_sent": _file_sent, "file_missing": _file_missing,
+        "file_refused": _file_refused, "metadata": _metadata, "device_done": _device_done,
+        "device_failed": _device_failed, "device_followed": _device_followed,
+    }
 
     # --- rendering ----------------------------------------------------------------------------
 
@@ -216,10 +272,7 @@ class LiveView:
         for device in devices:
             ok = device["result"] == "ok"
             result = device["result"] + (f" ({device['error']})" if device.get("error") else "")
-            final = device.get("final")
-            if final:
-                result += f" → {final['usb_id']}" + "".join(
-                    f" /dev/{name}" for name in final.get("block_devices", []))
+            result += final_text(device.get("final"), arrow="→")
             cells = (device["port"], device["serial"] or "-", device["chip"],
                      "+".join(device["stages"]), str(device["files"]),
                      human_bytes(device["bytes"]), f"{device['seconds']:.2f} s")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import sys
 import threading
-from typing import Any, TextIO
+from typing import Any, Callable, TextIO
 
 from .events import Event
 
@@ -56,12 +56,63 @@ class _Writer:
                 self._closed = True
 
 
+# --- Message text shared by the text reporters (plain lines and the live view) ------------------
+
+def notice_lines(port: str | None, message: str, verbose: int) -> list[str]:
+    """A notice about the run is always shown; one about a device only with ``-v``."""
+    if not port:
+        return [message]
+    return [f"{port}: {message}"] if verbose else []
+
+
+def ignored_line(port: str | None, reason: str) -> str:
+    return f"{port}: ignored ({reason})"
+
+
+def metadata_line(port: str | None, key: str, value: object) -> str:
+    return f"{port}: metadata {key} = {value}"
+
+
+def metadata_json_text(document: str) -> str:
+    """The metadata JSON document as printed (several lines, no trailing newline)."""
+    return document.rstrip("\n")
+
+
+def failure_line(port: str | None, message: str) -> str:
+    return f"rpiboot: error: {port}: {message}"
+
+
+def block_device_paths(names: list[str]) -> list[str]:
+    return [f"/dev/{name}" for name in names]
+
+
+def final_text(final: object, arrow: str = "->") -> str:
+    """``--follow``: what a device became, appended to its summary line (empty if unknown)."""
+    if not isinstance(final, dict) or not final:
+        return ""
+    return " ".join([f" {arrow} {final['usb_id']}",
+                     *block_device_paths(final.get("block_devices", []))])
+
+
+# --- Upstream's plain lines ---------------------------------------------------------------------
+
 class PlainReporter:
     """Upstream rpiboot's lines, which existing scripts parse, plus clear error lines.
 
     Device lines carry no port prefix so that upstream patterns keep matching; ``-v`` adds the
     port path and details on lines of their own.
     """
+
+    _TEMPLATES = {
+        "file_missing": "Cannot open file {name}",
+        "file_refused": "Refusing request for {name!r}: {reason}",
+        "metadata_written": "Created metadata file: {path}",
+        "stage_done": "Second stage boot server done",
+    }
+    """Kinds whose line is a fixed template of the event's fields."""
+
+    _TO_ERRORS = frozenset({"device_failed"})
+    """Kinds whose lines go to stderr."""
 
     def __init__(self, verbose: int = 0, stream: TextIO | None = None,
                  errors: TextIO | None = None):
@@ -76,82 +127,90 @@ class PlainReporter:
         self._writer.write_lines(self.errors, error_lines)
 
     def _format(self, item: Event) -> tuple[list[str], list[str]]:
-        data, port = item.data, item.port
-        kind = item.kind
-        detail = self.verbose >= 1
-        if kind == "waiting":
-            return [data["message"], ""], []
-        if kind == "device_arrived":
-            return ([f"Found {data['chip']} at {port} ({data['stage']} stage, "
-                     f"address {data['address']})"] if detail else []), []
-        if kind == "stage_started":
-            return (["Sending bootcode.bin"] if data["stage"] == "rom"
-                    else ["Second stage boot server"]), []
-        if kind == "file_loaded":
-            return [self._loaded_line(data)], []
-        if kind == "second_stage_sent":
-            if data["return_code"] == 0:
-                return ["Successful read 4 bytes "], []
-            return [f"Failed : 0x{data['return_code'] & 0xFFFFFFFF:x}"], []
-        if kind == "file_served":
-            return [f"File read: {data['name']}"] + (
-                [f"{port}: sent {data['size']} bytes in {data['seconds']:.3f} s"]
-                if self.verbose >= 2 else []), []
-        if kind == "file_missing":
-            return [f"Cannot open file {data['name']}"], []
-        if kind == "file_refused":
-            return [f"Refusing request for {data['name']!r}: {data['reason']}"], []
-        if kind == "metadata_written":
-            return [f"Created metadata file: {data['path']}"], []
-        if kind == "metadata_json":
-            return [data["json"].rstrip("\n")], []
-        if kind == "stage_done":
-            return ["Second stage boot server done"], []
-        if kind == "device_failed":
-            return [], [f"rpiboot: error: {port}: {data['message']}"]
-        if kind == "notice":
-            return ([f"{port}: {data['message']}" if port else data["message"]]
-                    if detail or not port else []), []
-        if kind == "file_requested" and detail:
-            return [f"{port}: Received message {data['command']}: {data['name']}"], []
-        if kind == "metadata" and detail:
-            return [f"{port}: metadata {data['key']} = {data['value']}"], []
-        if kind == "device_ignored":
-            return [f"{port}: ignored ({data['reason']})"], []
-        if kind == "device_followed":
-            blocks = "".join(f" /dev/{name}" for name in data["block_devices"])
-            return [f"{port}: now {data['usb_id']}{blocks}"], []
-        if kind == "summary":
-            return self._summary(data), []
-        return [], []
+        """(stdout lines, stderr lines) for one event."""
+        template = self._TEMPLATES.get(item.kind)
+        formatter = self._FORMATTERS.get(item.kind)
+        if template is not None:
+            lines = [template.format(**item.data)]
+        else:
+            lines = formatter(self, item) if formatter is not None else []
+        return ([], lines) if item.kind in self._TO_ERRORS else (lines, [])
 
-    @staticmethod
-    def _loaded_line(data: dict[str, object]) -> str:
-        if data["source"] == "archive_overlay":
-            return f"Loading bootfiles.bin overlay: {data['origin']}"
-        return f"Loading: {data['origin']}"
+    def _waiting(self, item: Event) -> list[str]:
+        return [item.data["message"], ""]
 
-    def _summary(self, data: dict[str, object]) -> list[str]:
-        devices = data["devices"]
-        assert isinstance(devices, list)
-        if not devices or (len(devices) == 1 and not self.verbose):
-            return []
-        lines = ["", "Summary:"]
-        for device in devices:
-            lines.append(
-                f"  {device['port']:<12} {device['chip']:<8} serial {device['serial'] or '-':<12}"
-                f" {'+'.join(device['stages']):<10} {device['files']:>3} files "
-                f"{device['bytes']:>10} bytes {device['seconds']:>7.3f} s  {device['result']}"
-                + (f" ({device['error']})" if device["error"] else "")
-                + _final_text(device.get("final")))
+    def _device_arrived(self, item: Event) -> list[str]:
+        data = item.data
+        return [f"Found {data['chip']} at {item.port} ({data['stage']} stage, "
+                f"address {data['address']})"] if self.verbose else []
+
+    def _stage_started(self, item: Event) -> list[str]:
+        return ["Sending bootcode.bin" if item.data["stage"] == "rom"
+                else "Second stage boot server"]
+
+    def _file_loaded(self, item: Event) -> list[str]:
+        if item.data["source"] == "archive_overlay":
+            return [f"Loading bootfiles.bin overlay: {item.data['origin']}"]
+        return [f"Loading: {item.data['origin']}"]
+
+    def _second_stage_sent(self, item: Event) -> list[str]:
+        code = item.data["return_code"]
+        return ["Successful read 4 bytes "] if code == 0 else [f"Failed : 0x{code & 0xFFFFFFFF:x}"]
+
+    def _file_requested(self, item: Event) -> list[str]:
+        data = item.data
+        return ([f"{item.port}: Received message {data['command']}: {data['name']}"]
+                if self.verbose else [])
+
+    def _file_served(self, item: Event) -> list[str]:
+        data = item.data
+        lines = [f"File read: {data['name']}"]
+        if self.verbose >= 2:
+            lines.append(f"{item.port}: sent {data['size']} bytes in {data['seconds']:.3f} s")
         return lines
 
+    def _metadata(self, item: Event) -> list[str]:
+        return ([metadata_line(item.port, item.data["key"], item.data["value"])]
+                if self.verbose else [])
 
-def _final_text(final: object) -> str:
-    if not isinstance(final, dict):
-        return ""
-    return f" -> {final['usb_id']}" + "".join(f" /dev/{name}" for name in
-                                             final.get("block_devices", []))
+    def _metadata_json(self, item: Event) -> list[str]:
+        return [metadata_json_text(item.data["json"])]
+
+    def _device_failed(self, item: Event) -> list[str]:
+        return [failure_line(item.port, item.data["message"])]
+
+    def _notice(self, item: Event) -> list[str]:
+        return notice_lines(item.port, item.data["message"], self.verbose)
+
+    def _device_ignored(self, item: Event) -> list[str]:
+        return [ignored_line(item.port, item.data["reason"])]
+
+    def _device_followed(self, item: Event) -> list[str]:
+        return [" ".join([f"{item.port}: now {item.data['usb_id']}",
+                          *block_device_paths(item.data["block_devices"])])]
+
+    def _summary(self, item: Event) -> list[str]:
+        devices = item.data["devices"]
+        if not devices or (len(devices) == 1 and not self.verbose):
+            return []
+        return ["", "Summary:"] + [_summary_line(device) for device in devices]
+
+    _FORMATTERS: dict[str, Callable[[PlainReporter, Event], list[str]]] = {
+        "waiting": _waiting, "device_arrived": _device_arrived, "stage_started": _stage_started,
+        "file_loaded": _file_loaded, "second_stage_sent": _second_stage_sent,
+        "file_requested": _file_requested, "file_served": _file_served, "metadata": _metadata,
+        "metadata_json": _metadata_json, "device_failed": _device_failed, "notice": _notice,
+        "device_ignored": _device_ignored, "device_followed": _device_followed,
+        "summary": _summary,
+    }
+
+
+def _summary_line(device: dict[str, Any]) -> str:
+    return (f"  {device['port']:<12} {device['chip']:<8} serial {device['serial'] or '-':<12}"
+            f" {'+'.join(device['stages']):<10} {device['files']:>3} files "
+            f"{device['bytes']:>10} bytes {device['seconds']:>7.3f} s  {device['result']}"
+            + (f" ({device['error']})" if device["error"] else "")
+            + final_text(device.get("final")))
 
 
 class JsonReporter:
