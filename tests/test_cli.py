@@ -206,3 +206,25 @@ def test_subprocess_missing_directory(tmp_path: Path) -> None:
     done_ = _python_m("-d", str(tmp_path / "absent"), "--plain", "--timeout", "0.1")
     assert done_.returncode == 3
     assert "Traceback" not in done_.stderr and "rpiboot: error:" in done_.stderr
+
+
+def test_loading_lines_name_paths_as_upstream_prints_them(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    import io
+    import tarfile
+    directory = tmp_path / "boot"
+    (directory / "2711").mkdir(parents=True)
+    with tarfile.open(directory / "bootfiles.bin", "w") as archive:
+        for name, data in (("2711/bootcode4.bin", b"bc4"), ("2711/mcb.bin", b"mcb")):
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            archive.addfile(info, io.BytesIO(data))
+    (directory / "2711" / "config.txt").write_text("override")
+    pi = typical_pi("2711", (1,), files=("mcb.bin", "config.txt"))
+    code, out, _ = run_cli(monkeypatch, capsys, [pi], ["-d", str(directory)] + FAST)
+    assert code == 0
+    assert pi.files() == {"mcb.bin": b"mcb", "config.txt": b"override"}
+    loading = [line for line in out.splitlines() if line.startswith("Loading")]
+    # Archive members get no line (upstream prints none); the file beside the archive does.
+    assert loading == [f"Loading bootfiles.bin overlay: {directory / '2711' / 'config.txt'}"]

@@ -149,9 +149,13 @@ class PlainReporter:
                 else "Second stage boot server"]
 
     def _file_loaded(self, item: Event) -> list[str]:
-        if item.data["source"] == "archive_overlay":
-            return [f"Loading bootfiles.bin overlay: {item.data['origin']}"]
-        return [f"Loading: {item.data['origin']}"]
+        source, origin = item.data["source"], item.data["origin"]
+        if source == "archive_overlay":
+            return [f"Loading bootfiles.bin overlay: {origin}"]
+        if source == "archive":
+            # Upstream prints nothing for archive members, and "Loading:" lines carry paths.
+            return [f"{item.port}: loading {origin}"] if self.verbose else []
+        return [f"Loading: {origin}"]
 
     def _second_stage_sent(self, item: Event) -> list[str]:
         code = item.data["return_code"]
