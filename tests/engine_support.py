@@ -8,13 +8,17 @@ them skip with a reason when the directory is absent.
 from __future__ import annotations
 
 import dataclasses
+import io
 import os
+import tarfile
 import threading
 from pathlib import Path
 from typing import Iterable, Sequence
 
 import pytest
 
+import rpiboot.api
+from rpiboot import cli
 from rpiboot.api import boot
 from rpiboot.events import Event
 from rpiboot.manager import RunResult
@@ -206,3 +210,25 @@ class HandleProxy:
 
     def __getattr__(self, name: str):  # type: ignore[no-untyped-def]
         return getattr(self._handle, name)
+
+
+def tar_bytes(members: dict[str, bytes]) -> bytes:
+    """A tar archive (like bootfiles.bin) holding ``members``."""
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w") as archive:
+        for name, data in members.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(data)
+            archive.addfile(info, io.BytesIO(data))
+    return buffer.getvalue()
+
+
+def run_cli(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
+            pis: Sequence[VirtualPi], argv: list[str]) -> tuple[int, str, str]:
+    """``cli.main(argv)`` with the USB transport replaced by a virtual bus holding ``pis``;
+    returns (exit status, stdout, stderr) and checks no traceback was printed."""
+    monkeypatch.setattr(rpiboot.api, "_open_libusb", lambda _library: VirtualBus(pis))
+    code = cli.main(argv)
+    out, err = capsys.readouterr()
+    assert "Traceback" not in out + err
+    return int(code), out, err

@@ -10,25 +10,16 @@ from pathlib import Path
 
 import pytest
 
-import rpiboot.api
 from rpiboot import __version__, cli
 from rpiboot.simulator import RomStage, ServerStage, VirtualPi, typical_pi
-from rpiboot.simulator.in_process import VirtualBus
 from rpiboot.simulator.script import done, load
 
-from engine_support import REPO_ROOT, assert_received_exactly
+from engine_support import REPO_ROOT, assert_received_exactly, run_cli, tar_bytes
 
 FAST = ["--plain", "--timeout", "3", "--run-timeout", "20", "--stall-timeout", "0.3",
         "--retry-delay", "0.01", "-m", "5000"]
 
 
-def run_cli(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
-            pis: list[VirtualPi], argv: list[str]) -> tuple[int, str, str]:
-    monkeypatch.setattr(rpiboot.api, "_open_libusb", lambda _library: VirtualBus(pis))
-    code = cli.main(argv)
-    out, err = capsys.readouterr()
-    assert "Traceback" not in out + err
-    return int(code), out, err
 
 
 # --- upstream flag conflicts ----------------------------------------------------------------------
@@ -211,15 +202,10 @@ def test_subprocess_missing_directory(tmp_path: Path) -> None:
 def test_loading_lines_name_paths_as_upstream_prints_them(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
         capsys: pytest.CaptureFixture[str]) -> None:
-    import io
-    import tarfile
     directory = tmp_path / "boot"
     (directory / "2711").mkdir(parents=True)
-    with tarfile.open(directory / "bootfiles.bin", "w") as archive:
-        for name, data in (("2711/bootcode4.bin", b"bc4"), ("2711/mcb.bin", b"mcb")):
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            archive.addfile(info, io.BytesIO(data))
+    (directory / "bootfiles.bin").write_bytes(
+        tar_bytes({"2711/bootcode4.bin": b"bc4", "2711/mcb.bin": b"mcb"}))
     (directory / "2711" / "config.txt").write_text("override")
     pi = typical_pi("2711", (1,), files=("mcb.bin", "config.txt"))
     code, out, _ = run_cli(monkeypatch, capsys, [pi], ["-d", str(directory)] + FAST)

@@ -11,27 +11,17 @@ from typing import Callable
 
 import pytest
 
-import rpiboot.api
-from rpiboot import cli
 from rpiboot.errors import BootDirectoryError
 from rpiboot.simulator import RomStage, ServerStage, VirtualPi, typical_pi
-from rpiboot.simulator.in_process import VirtualBus
 from rpiboot.simulator.script import done, load
 
-from engine_support import fast_options, run_boot, write
+from engine_support import fast_options, run_boot, run_cli, write
 
 FAST_CLI = ["--plain", "--timeout", "3", "--run-timeout", "20", "--stall-timeout", "0.3",
             "--reenumerate-timeout", "0.5", "--retry-delay", "0.01", "--retries", "2",
             "-m", "5000"]
 
 
-def run_cli(monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str],
-            pis: list[VirtualPi], argv: list[str]) -> tuple[int, str, str]:
-    monkeypatch.setattr(rpiboot.api, "_open_libusb", lambda _library: VirtualBus(pis))
-    code = cli.main(argv)
-    out, err = capsys.readouterr()
-    assert "Traceback" not in out + err
-    return int(code), out, err
 
 
 # (name, boards, API error code, exit status, text expected on stderr)

@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import io
 import os
 import string
-import tarfile
 from pathlib import Path
 
 import pytest
@@ -16,7 +14,7 @@ from rpiboot.file_source import (BootFiles, check_boot_directory, default_direct
                                  refusal_reason)
 from rpiboot.targets import BCM2711, BCM2712, BCM2835, BCM2837
 
-from engine_support import content, write
+from engine_support import content, tar_bytes, write
 
 SAFE_CHARS = string.ascii_letters + string.digits + "_-+=,"
 
@@ -180,19 +178,11 @@ def test_overlay_never_applies_to_second_stages(boot_dir: Path) -> None:
         "bootcode5.bin").read() == (boot_dir / "2712" / "bootcode5.bin").read_bytes()
 
 
-def _tar(members: dict[str, bytes]) -> bytes:
-    buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w") as archive:
-        for name, data in members.items():
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            archive.addfile(info, io.BytesIO(data))
-    return buffer.getvalue()
 
 
 def test_archive_members_are_streamed_exactly(tmp_path: Path) -> None:
     data = content("member", 700_001)
-    write(tmp_path / "bootfiles.bin", _tar({"2712/BOOTMAIN": data, "2712/x": b"x"}))
+    write(tmp_path / "bootfiles.bin", tar_bytes({"2712/BOOTMAIN": data, "2712/x": b"x"}))
     found = BootFiles(tmp_path, BCM2712).resolve("bootmain")
     assert found is not None and found.kind == "archive" and found.size == len(data)
     assert b"".join(found.chunks(65536)) == data

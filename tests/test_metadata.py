@@ -8,7 +8,7 @@ import string
 from pathlib import Path
 
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, strategies as st
 
 from rpiboot.metadata import MetadataRecord, decode_c40_duid, safe_file_stem
 from rpiboot.simulator import RomStage, ServerStage, VirtualPi, typical_pi

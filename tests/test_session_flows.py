@@ -4,7 +4,6 @@ semantics of the file server, and exactness of the bytes each board received."""
 from __future__ import annotations
 
 import hashlib
-import io
 import os
 import tarfile
 import tracemalloc
@@ -14,11 +13,11 @@ import pytest
 
 from rpiboot.simulator import RomStage, ServerStage, VirtualPi, typical_pi
 from rpiboot.simulator.script import (READ_FILE, GET_FILE_SIZE, Request, done, done_command,
-                                      empty_done, load, metadata)
+                                      empty_done, load)
 
-from engine_support import (HandleProxy, UPSTREAM_USBBOOT, WrappingBus, assert_received_exactly,
+from engine_support import (HandleProxy, WrappingBus, assert_received_exactly,
                       can_create_symlinks, content, expected_file, fast_options, ok_session,
-                      run_boot, shared_path, write)
+                      run_boot, shared_path, tar_bytes, write)
 
 CHIP_FILES = {
     "2835": ("config.txt", "start.elf"),
@@ -126,25 +125,17 @@ def test_overlay_by_usb_path_never_for_bootcode(boot_dir: Path, overlay: bool) -
     assert other.files()["config.txt"] == (boot_dir / "2711" / "config.txt").read_bytes()
 
 
-def _tar(path: Path, members: dict[str, bytes]) -> Path:
-    buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w") as archive:
-        for name, data in members.items():
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            archive.addfile(info, io.BytesIO(data))
-    return write(path, buffer.getvalue())
 
 
 def test_bootfiles_archive_rules(tmp_path: Path) -> None:
     directory = tmp_path / "boot"
-    _tar(directory / "bootfiles.bin", {
+    write(directory / "bootfiles.bin", tar_bytes({
         "2711/bootcode4.bin": content("tar bootcode4", 6000),
         "2711/Config.TXT": content("tar config 2711", 100),
         "2711/start4.elf": content("tar start4", 3000),
         "2712/bootcode5.bin": content("tar bootcode5", 6500),
         "2712/config.txt": content("tar config 2712", 110),
-    })
+    }))
     # DIR/<chip>/NAME beside bootfiles.bin wins over the member.
     write(directory / "2712" / "config.txt", content("dir overrides tar", 50))
     # Top level is only a fallback for names the archive lacks.

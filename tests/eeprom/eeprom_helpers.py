@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import struct
 from pathlib import Path
+
+import pytest
 
 from rpiboot.eeprom import image as img
 
@@ -82,3 +85,14 @@ def build_image(*, size: int = 512 * 1024, ab: bool = False, bootcode: bytes = b
     out += b"\xff" * (size - len(out))
     assert len(out) == size
     return bytes(out)
+
+
+def require_tool(name: str) -> str:
+    """Path of an external checker (fsck.fat, mtools); skip if absent, but fail in CI."""
+    path = shutil.which(name) or shutil.which(name, path="/usr/sbin:/sbin")
+    if path is None:
+        reason = f"{name} not installed (apt-get install dosfstools mtools)"
+        if os.environ.get("CI") == "true":
+            pytest.fail(f"{reason}; required when CI=true")
+        pytest.skip(reason)
+    return path

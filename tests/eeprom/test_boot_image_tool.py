@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import shutil
 import subprocess
 import sys
 import time
@@ -16,6 +15,8 @@ from cryptography.hazmat.primitives.asymmetric import padding, rsa
 
 from rpiboot.eeprom.boot_image_tool import main
 from rpiboot.eeprom.fat_image import read_fat_image
+
+from eeprom_helpers import require_tool
 
 SRC_ROOT = Path(__file__).resolve().parents[2] / "src"
 EPOCH = "1700000000"
@@ -35,15 +36,6 @@ BOOT_FILES = {
     ".top-level-hidden": b"not copied",
 }
 
-
-def require_tool(name: str) -> str:
-    path = shutil.which(name) or shutil.which(name, path="/usr/sbin:/sbin")
-    if path is None:
-        reason = f"{name} not installed (apt-get install dosfstools mtools)"
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"{reason}; required when CI=true")
-        pytest.skip(reason)
-    return path
 
 
 @pytest.fixture

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import shutil
 import subprocess
 import tempfile
 from pathlib import Path
@@ -21,16 +20,8 @@ from rpiboot.eeprom.fat_image import (
     read_fat_image,
 )
 
+from eeprom_helpers import require_tool
 
-def require_tool(name: str) -> str:
-    """Path of an external checker; skip if absent, but fail in CI."""
-    path = shutil.which(name) or shutil.which(name, path="/usr/sbin:/sbin")
-    if path is None:
-        reason = f"{name} not installed (apt-get install dosfstools mtools)"
-        if os.environ.get("CI") == "true":
-            pytest.fail(f"{reason}; required when CI=true")
-        pytest.skip(reason)
-    return path
 
 
 def fsck_ok(image: Path) -> str:

@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import io
 import json
-import tarfile
 from pathlib import Path
 
 import pytest
 
+from engine_support import tar_bytes
 from umockdev_support import (FILES, SECOND_STAGE, Runner, assert_booted, blob)
 
 pytestmark = pytest.mark.umockdev
@@ -41,14 +40,6 @@ def test_rom_stage_alone(run_virtual: Runner, boot_dir: Path) -> None:
     assert pi["violations"] == []
 
 
-def _tar(members: dict[str, bytes]) -> bytes:
-    buffer = io.BytesIO()
-    with tarfile.open(fileobj=buffer, mode="w") as archive:
-        for name, data in members.items():
-            info = tarfile.TarInfo(name)
-            info.size = len(data)
-            archive.addfile(info, io.BytesIO(data))
-    return buffer.getvalue()
 
 
 def test_bootfiles_bin(run_virtual: Runner, tmp_path: Path, request: pytest.FixtureRequest,
@@ -58,7 +49,7 @@ def test_bootfiles_bin(run_virtual: Runner, tmp_path: Path, request: pytest.Fixt
     members = {f"{prefix}/{name}": blob(f"{prefix}-{name}", 30_000 + len(name))
                for prefix in ("2711", "2712")
                for name in ("bootcode4.bin", "bootcode5.bin", "config.txt", "boot.img")}
-    (directory / "bootfiles.bin").write_bytes(_tar(members))
+    (directory / "bootfiles.bin").write_bytes(tar_bytes(members))
     beside = blob("beside-config", 333)
     (directory / "2712" / "config.txt").write_bytes(beside)  # DIR/<chip>/NAME beats the archive
     run = run_virtual([{"chip": "2711", "port": "1-3"}, {"chip": "2712", "port": "1-4"}],
