@@ -7,8 +7,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
-
 from rpiboot.eeprom import image as img
 from rpiboot.eeprom.signing import signature_blocks_2712
 from rpiboot.eeprom.update_pieeprom_tool import main, sig_path_for

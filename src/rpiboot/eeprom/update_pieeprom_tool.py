@@ -18,7 +18,6 @@ import re
 import shutil
 import sys
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Sequence
 
 from . import image as img
