@@ -10,11 +10,13 @@ from pathlib import Path
 
 import pytest
 
+import rpiboot.api
 from rpiboot import __version__, cli
 from rpiboot.simulator import RomStage, ServerStage, VirtualPi, typical_pi
 from rpiboot.simulator.script import done, load
 
-from engine_support import REPO_ROOT, assert_received_exactly, run_cli, tar_bytes
+from engine_support import (REPO_ROOT, HandleProxy, WrappingBus, assert_received_exactly, run_cli,
+                            tar_bytes)
 
 FAST = ["--plain", "--timeout", "3", "--run-timeout", "20", "--stall-timeout", "0.3",
         "--retry-delay", "0.01", "-m", "5000"]
@@ -214,3 +216,32 @@ def test_loading_lines_name_paths_as_upstream_prints_them(
     loading = [line for line in out.splitlines() if line.startswith("Loading")]
     # Archive members get no line (upstream prints none); the file beside the archive does.
     assert loading == [f"Loading bootfiles.bin overlay: {directory / '2711' / 'config.txt'}"]
+
+
+def test_chunk_size_sets_the_bulk_transfer_size(boot_dir: Path, monkeypatch: pytest.MonkeyPatch,
+                                                capsys: pytest.CaptureFixture[str]) -> None:
+    sizes: list[int] = []
+
+    class Recording(WrappingBus):
+        def wrap_handle(self, info, handle):  # type: ignore[no-untyped-def]
+            class Handle(HandleProxy):
+                def bulk_out(self, endpoint, data, timeout):  # type: ignore[no-untyped-def]
+                    sizes.append(len(data))
+                    return handle.bulk_out(endpoint, data, timeout)
+            return Handle(info, handle)
+
+    pi = typical_pi("2711", (1,), files=("kernel8.img",))  # 20000 bytes in boot_dir
+    monkeypatch.setattr(rpiboot.api, "_open_libusb", lambda _library: Recording([pi]))
+    assert cli.main(["-d", str(boot_dir), "--chunk-size", "16384"] + FAST) == 0
+    capsys.readouterr()
+    assert_received_exactly(pi, boot_dir, ["kernel8.img"])
+    assert max(sizes) == 16384 and 20000 - 16384 in sizes
+
+
+@pytest.mark.parametrize("size", ["0", "511", "999999999"])
+def test_chunk_size_out_of_range_is_a_usage_error(size: str, capsys: pytest.CaptureFixture[str]
+                                                  ) -> None:
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["--chunk-size", size])
+    assert exit_info.value.code == 2
+    assert "--chunk-size" in capsys.readouterr().err

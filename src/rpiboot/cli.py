@@ -133,6 +133,8 @@ def _add_timing_options(ours: argparse._ArgumentGroup) -> None:
                            "(default 10)")
     ours.add_argument("--stall-timeout", type=float, default=60.0, metavar="SECONDS",
                       help="how long a file server may stay silent (default 60)")
+    ours.add_argument("--chunk-size", type=int, default=256 * 1024, metavar="BYTES",
+                      help="bytes per bulk transfer (default 262144; upstream sends 16384)")
     ours.add_argument("--demo", action="store_true",
                       help="boot built-in virtual Raspberry Pis from a demo directory")
 
@@ -159,7 +161,7 @@ def parse_options(argv: Sequence[str]) -> tuple[argparse.Namespace, BootOptions]
         open_delay=args.open_delay, return_code_delay=args.return_code_delay,
         close_delay=args.close_delay, retry_delay=args.retry_delay, retries=args.retries,
         reenumerate_timeout=args.reenumerate_timeout, stall_timeout=args.stall_timeout,
-        follow=args.follow)
+        follow=args.follow, chunk_size=args.chunk_size)
     return args, options
 
 
@@ -174,6 +176,8 @@ def _check_conflicts(parser: argparse.ArgumentParser, args: argparse.Namespace) 
         parser.error("-m needs a positive number of microseconds")
     if args.retries < 1:
         parser.error("--retries must be at least 1")
+    if not 512 <= args.chunk_size <= 16 * 1024 * 1024:
+        parser.error("--chunk-size must be 512 to 16777216 bytes")
     actions = [name for name in ("list", "udev_rule", "install_udev_rule", "demo")
                if getattr(args, name)]
     if len(actions) > 1 and actions != ["list", "demo"]:
