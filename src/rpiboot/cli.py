@@ -141,7 +141,7 @@ def _add_timing_options(ours: argparse._ArgumentGroup) -> None:
 
 def _normalise(argv: Sequence[str]) -> list[str]:
     """Upstream's -0 ... -98 become --port N."""
-    result = []
+    result: list[str] = []
     for argument in argv:
         match = _PORT_FLAG.match(argument)
         result += ["--port", match.group(1)] if match else [argument]

@@ -106,9 +106,9 @@ def _check_fields(where: str, item: dict[str, Any], fields: dict[str, str],
 def validate(item: dict[str, Any]) -> list[str]:
     """Problems with one event object (as ``--json`` prints it); empty when it is valid."""
     kind = item.get("event")
-    fields = EVENT_SCHEMA.get(kind) if isinstance(kind, str) else None
-    if fields is None:
+    if not isinstance(kind, str) or kind not in EVENT_SCHEMA:
         return [f"unknown event kind {kind!r}"]
+    fields = EVENT_SCHEMA[kind]
     problems = _check_fields(kind, item, {**COMMON, **fields}, OPTIONAL_FIELDS.get(kind, set()))
     if kind == "summary" and isinstance(item.get("devices"), list):
         for index, device in enumerate(item["devices"]):

@@ -36,9 +36,10 @@ def demo_pis() -> list[VirtualPi]:
 def run_demo(options: BootOptions, reporter: EventSink) -> ExitCode:
     with resources.as_file(resources.files(__package__) / "boot") as directory:
         pis = demo_pis()
-        demo_options = dataclasses.replace(options, directory=options.directory or directory)
+        boot_dir = options.directory or directory
+        demo_options = dataclasses.replace(options, directory=boot_dir)
         result = boot(demo_options, on_event=reporter, transport=VirtualBus(pis))
-        problems = _check(pis, demo_options.directory)
+        problems = _check(pis, boot_dir)
     print("", file=sys.stderr)
     for line in problems or ["demo: every virtual Raspberry Pi received exactly the files in "
                              "the demo boot directory"]:

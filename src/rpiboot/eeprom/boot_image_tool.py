@@ -40,7 +40,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path, PurePosixPath
-from typing import Callable, NoReturn, Sequence
+from typing import Any, Callable, NoReturn, Sequence
 
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import padding, rsa, utils
@@ -171,7 +171,7 @@ def _temp_in(directory: Path, name: str) -> Path:
 
 def _run(args: argparse.Namespace) -> int:
     size_kib = _env_int("IMAGE_SIZE", 0)
-    options = dict(
+    options: dict[str, Any] = dict(
         sector_size=_env_int("SECTOR_SIZE", 512),
         sectors_per_cluster=_env_int("SECTORS_PER_CLUSTER", 1),
         root_dir_entries=_env_int("ROOT_DIR_ENTRIES", 256),

@@ -442,6 +442,7 @@ def plan_fat_image(source_dir: Path, *, size_bytes: int | None = None, label: st
 
     args = (fat_type, sector_size, sectors_per_cluster, num_fats, root_entries)
     cluster_bytes = sector_size * sectors_per_cluster
+    lay: _Layout | None
     if size_bytes is None:
         lay = _auto_layout(root, args, overhead_kib, has_label)
     else:
