@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import pytest
 
 from rpiboot import cli, udev
-from rpiboot.errors import PermissionDeniedError, UsageError
+from rpiboot.errors import PermissionDeniedError, RpibootError, UsageError
 
 
 def test_rule_matches_every_boot_mode_product() -> None:
@@ -44,7 +45,11 @@ def test_install_writes_and_reloads(tmp_path) -> None:
                                   which=lambda name: "/usr/bin/udevadm", platform="linux",
                                   say=said.append)
     assert path.read_text() == udev.udev_rule("plugdev")
-    assert commands == [["udevadm", "control", "--reload-rules"], ["udevadm", "trigger"]]
+    assert commands == [["udevadm", "control", "--reload-rules"],
+                        ["udevadm", "trigger", "--subsystem-match=usb",
+                         "--attr-match=idVendor=0a5c"]]
+    assert oct(path.stat().st_mode & 0o777) == oct(0o644)
+    assert [p.name for p in path.parent.iterdir()] == [path.name]  # no temporary left
     assert str(path) in asked[0] and "[y/N]" in asked[0]
     assert any("usermod -aG plugdev" in line for line in said)
 
@@ -75,12 +80,46 @@ def test_install_without_permission_is_a_clear_error(tmp_path, monkeypatch) -> N
         raise PermissionError(13, "Permission denied")
 
     # root ignores file modes, so refuse explicitly
-    monkeypatch.setattr(type(path), "write_text", refuse)
+    monkeypatch.setattr(udev.tempfile, "mkstemp", refuse)
     with pytest.raises(PermissionDeniedError) as raised:
         udev.install_udev_rule(path=path, platform="linux", say=lambda s: None)
     monkeypatch.undo()
     assert "sudo" in str(raised.value) and "rpiboot --udev-rule | sudo tee" in str(raised.value)
     assert raised.value.exit_code == 7
+
+
+def test_install_replaces_an_existing_rule_atomically(tmp_path, monkeypatch) -> None:
+    path = tmp_path / "60-rpiboot.rules"
+    path.write_text("old rule\n")
+    replaced = []
+    real_replace = udev.os.replace
+
+    def spy(source, destination):
+        assert path.read_text() == "old rule\n"  # the old file stays whole until the rename
+        assert Path(source).parent == path.parent and Path(source).read_text() == \
+            udev.udev_rule("usbboot")
+        replaced.append((Path(source).name, Path(destination)))
+        real_replace(source, destination)
+
+    monkeypatch.setattr(udev.os, "replace", spy)
+    udev.install_udev_rule("usbboot", path=path, which=lambda n: None, platform="linux",
+                           say=lambda s: None)
+    assert path.read_text() == udev.udev_rule("usbboot")
+    assert len(replaced) == 1 and replaced[0][1] == path
+    assert sorted(p.name for p in tmp_path.iterdir()) == [path.name]
+
+
+def test_install_failure_leaves_no_temporary(tmp_path, monkeypatch) -> None:
+    path = tmp_path / "60-rpiboot.rules"
+
+    def fail(source, destination):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(udev.os, "replace", fail)
+    with pytest.raises(RpibootError) as raised:
+        udev.install_udev_rule(path=path, platform="linux", say=lambda s: None)
+    assert "No space left" in str(raised.value)
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_install_off_linux_names_what_is_missing() -> None:

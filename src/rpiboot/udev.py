@@ -3,10 +3,12 @@ hints for other systems shown where opening a device or loading libusb fails."""
 
 from __future__ import annotations
 
+import os
 import re
 import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -15,6 +17,11 @@ from .errors import PermissionDeniedError, RpibootError, UsageError
 RULES_PATH = Path("/etc/udev/rules.d/60-rpiboot.rules")
 DEFAULT_GROUP = "plugdev"
 PRODUCT_IDS = ("2763", "2764", "2711", "2712")
+VENDOR_ID = "0a5c"
+RELOAD_COMMANDS = (["udevadm", "control", "--reload-rules"],
+                   # only Broadcom USB devices, not every device on the system
+                   ["udevadm", "trigger", "--subsystem-match=usb",
+                    f"--attr-match=idVendor={VENDOR_ID}"])
 _GROUP_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]{0,31}\$?$")
 
 
@@ -59,7 +66,7 @@ def install_udev_rule(group: str = DEFAULT_GROUP, *, path: Path = RULES_PATH,
         return False
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text)
+        _write_atomically(path, text)
     except PermissionError:
         raise PermissionDeniedError(
             f"cannot write {path}: permission denied; run it as root ('sudo rpiboot "
@@ -70,8 +77,8 @@ def install_udev_rule(group: str = DEFAULT_GROUP, *, path: Path = RULES_PATH,
     if which("udevadm") is None:
         say("udevadm not found: reload the rules yourself or re-plug the device.")
         return True
-    for command in (["udevadm", "control", "--reload-rules"], ["udevadm", "trigger"]):
-        code = runner(command)
+    for command in RELOAD_COMMANDS:
+        code = runner(list(command))
         if code != 0:
             say(f"'{' '.join(command)}' failed with status {code}; re-plug the device or "
                 f"reboot to apply the rule.")
@@ -79,6 +86,26 @@ def install_udev_rule(group: str = DEFAULT_GROUP, *, path: Path = RULES_PATH,
     say(f"udev rules reloaded. Members of group '{group}' (add yourself with: sudo usermod "
         f"-aG {group} $USER, then log in again) can now run rpiboot without root.")
     return True
+
+
+def _write_atomically(path: Path, text: str) -> None:
+    """Write ``text`` to a temporary file beside ``path`` and rename it over ``path``: udev
+    never reads a half-written rules file. The file is world-readable (0644), like a rules file
+    written by hand."""
+    handle, temporary = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(handle, "w", encoding="utf-8") as file:
+            file.write(text)
+            file.flush()
+            os.fsync(file.fileno())
+        os.chmod(temporary, 0o644)
+        os.replace(temporary, path)
+    except BaseException:
+        try:
+            os.unlink(temporary)
+        except OSError:
+            pass
+        raise
 
 
 def access_hint(platform: str = sys.platform) -> str:

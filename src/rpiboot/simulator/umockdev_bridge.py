@@ -21,10 +21,12 @@ Arrangement:
 from __future__ import annotations
 
 import errno
+import gc
 import os
 import queue
 import shutil
 import struct
+import sys
 import threading
 import traceback
 from collections import deque
@@ -262,7 +264,10 @@ class UmockdevBus:
     """
 
     def __init__(self, testbed: Any = None):
-        self.testbed = testbed if testbed is not None else UMockdev.Testbed.new()
+        self._owns_testbed = testbed is None
+        self.testbed: Any = testbed if testbed is not None else UMockdev.Testbed.new()
+        self._root_dir: str = self.testbed.get_root_dir()
+        self.closed = False
         self.errors: list[str] = []
         self.unhandled: list[str] = []
         self.enumerations: list[dict[str, Any]] = []
@@ -279,7 +284,7 @@ class UmockdevBus:
 
     @property
     def root_dir(self) -> str:
-        return self.testbed.get_root_dir()
+        return self._root_dir
 
     def child_env(self, base: dict[str, str] | None = None) -> dict[str, str]:
         """Environment for a process that must see the testbed (GLib's setenv is not visible
@@ -287,7 +292,11 @@ class UmockdevBus:
         return dict(os.environ if base is None else base, UMOCKDEV_DIR=self.root_dir)
 
     def plug_in(self, pi: VirtualPi) -> VirtualPi:
+        """Plug a board in; does nothing once the bus is closed (e.g. a late-arrival timer
+        that fired during shutdown)."""
         with self._lock:
+            if self.closed:
+                return pi
             self.pis.append(pi)
         pi.plug_in(self)
         return pi
@@ -296,32 +305,71 @@ class UmockdevBus:
 
     def attach(self, pi: VirtualPi, function: UsbFunction) -> None:
         with self._lock:
+            if self.closed:
+                return
             node = _Node(self, pi, function, self._allocate(pi.bus_number))
             self._nodes[id(function)] = node
-        self._work.put(("add", node))
+            self._work.put(("add", node))
 
     def detach(self, pi: VirtualPi, function: UsbFunction) -> None:
         with self._lock:
             node = self._nodes.pop(id(function), None)
-        if node is not None:
+            if node is None:
+                return
             node.gone = True
-            self._work.put(("remove", node))
+            if not self.closed:
+                self._work.put(("remove", node))
 
     # --- control ------------------------------------------------------------------------------
 
-    def settle(self, timeout: float | None = None) -> None:
-        """Wait until every queued attach/detach has reached the testbed."""
+    def settle(self, timeout: float | None = None) -> bool:
+        """Wait until every queued attach/detach has reached the testbed. False (and an entry
+        in :attr:`errors`) if that took longer than ``timeout``."""
+        if not self._thread.is_alive():
+            return True
         done = threading.Event()
         self._work.put(("mark", done))
-        done.wait(timeout)
+        if done.wait(timeout):
+            return True
+        self.record_error(f"bus settle: queued attach/detach not applied within {timeout} s")
+        return False
 
     def close(self) -> None:
-        for pi in list(self.pis):
+        """Unplug every board, stop the bus thread and get rid of the testbed. Idempotent.
+
+        Boards plugged in, attached or detached after this are ignored. Timeouts are recorded
+        in :attr:`errors`. The testbed directory belongs to umockdev, which removes it when the
+        Testbed is finalized: dropping our (last) reference finalizes it, and only a directory
+        still present after that is removed here. If something else still holds the Testbed,
+        or it was passed in, the directory is left for umockdev (removing it first makes
+        umockdev abort with "cannot remove")."""
+        with self._lock:
+            if self.closed:
+                return
+            pis = list(self.pis)
+        for pi in pis:
             pi.unplug()
         self.settle(10)
-        self._work.put(None)
+        with self._lock:
+            self.closed = True
+            self._work.put(None)
         self._thread.join(10)
-        shutil.rmtree(self.root_dir, ignore_errors=True)  # umockdev leaves it behind otherwise
+        if self._thread.is_alive():
+            self.record_error("bus close: the bus thread did not stop within 10 s")
+            return  # it may still touch the testbed: leave the testbed to umockdev
+        self._release_testbed()
+
+    def _release_testbed(self) -> None:
+        testbed, self.testbed = self.testbed, None
+        if testbed is None or not self._owns_testbed:
+            return  # the caller's testbed: the caller finalizes it
+        finalized = getattr(testbed, "__grefcount__", 1) <= 1 and sys.getrefcount(testbed) <= 2
+        del testbed
+        if finalized:
+            gc.collect()
+            # umockdev removes its directory when it finalizes the Testbed; remove only leftovers
+            if os.path.isdir(self.root_dir):
+                shutil.rmtree(self.root_dir, ignore_errors=True)
 
     def record_error(self, text: str) -> None:
         with self._lock:

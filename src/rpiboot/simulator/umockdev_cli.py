@@ -11,7 +11,17 @@ A board is ``CHIP:PORT_PATH[,OPTION...]`` (chips 2835, 2837, 2711, 2712); the op
 files, meta.KEY, two-interfaces, arrive, reenumerate-delay, unplug-after, stall-at, return-code,
 open-error, gadget) are described in :mod:`rpiboot.simulator.umockdev_host`, as is the JSON
 ``--scenario`` format. ``--report FILE`` writes what each board received (names, sizes, SHA-256,
-protocol violations). The exit status is the command's.
+protocol violations).
+
+Exit status: the command's, except (as with ``env`` and ``timeout``):
+
+  2    bad options, board spec or scenario, or the ``--report`` path cannot be written
+       (all checked before anything runs)
+  124  ``--command-timeout`` expired (the command was killed)
+  125  rpiboot-virtual itself failed: umockdev or PyGObject missing, or the runner crashed
+  126  the command cannot be executed
+  127  the command was not found
+  128+N  rpiboot-virtual got signal N (SIGTERM, SIGINT, SIGHUP); the command was terminated
 
 How it runs: this entry point runs under the project's Python, finds ``umockdev-wrapper`` and a
 Python that has PyGObject with the UMockdev typelib (``/usr/bin/python3`` on Debian/Ubuntu, or
@@ -31,6 +41,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -41,6 +52,8 @@ INSTALL_HINT = "install it with: sudo apt-get install umockdev gir1.2-umockdev-1
 PROBE = ("import gi; gi.require_version('UMockdev', '1.0'); "
          "from gi.repository import UMockdev; UMockdev.Testbed")
 PYTHON_ENV = "RPIBOOT_VIRTUAL_PYTHON"
+EXIT_USAGE, EXIT_FAILED = 2, 125
+FORWARDED_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 SAVED_PYTHONPATH = "RPIBOOT_VIRTUAL_SAVED_PYTHONPATH"
 
 
@@ -132,29 +145,71 @@ def _split_own_options(argv: list[str]) -> tuple[str | None, bool, list[str]]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    arguments = list(sys.argv[1:] if argv is None else argv)
+    try:
+        return _main(list(sys.argv[1:] if argv is None else argv))
+    except KeyboardInterrupt:
+        print("rpiboot-virtual: interrupted", file=sys.stderr)
+        return 128 + signal.SIGINT
+
+
+def _main(arguments: list[str]) -> int:
     python, check_only, rest = _split_own_options(arguments)
     own = rest[:rest.index("--")] if "--" in rest else rest
     if "-h" in own or "--help" in own or not (rest or check_only):
         _print_help()
-        return 0 if rest else 2
+        return 0 if rest else EXIT_USAGE
+    if not check_only:
+        from . import umockdev_host  # standard library only: no umockdev needed to check
+
+        try:
+            umockdev_host.preflight(rest)
+        except umockdev_host.Failure as error:
+            print(f"rpiboot-virtual: {error}", file=sys.stderr)
+            return error.code
     try:
         if not sys.platform.startswith("linux"):
             raise Unavailable("virtual Pis under umockdev need Linux")
         wrapper, interpreter = find_wrapper(), find_python(python)
     except Unavailable as error:
         print(f"rpiboot-virtual: {error}", file=sys.stderr)
-        return 3
+        return EXIT_FAILED
     if check_only:
         print(f"rpiboot-virtual: ready ({wrapper} with {interpreter})")
         return 0
     with _package_link_dir() as link_dir:
         env = dict(os.environ, PYTHONPATH=link_dir)
         env[SAVED_PYTHONPATH] = os.environ.get("PYTHONPATH", "")
-        try:
-            return subprocess.call(host_command(wrapper, interpreter, rest), env=env)
-        except KeyboardInterrupt:
-            return 130
+        return _run_forwarding_signals(host_command(wrapper, interpreter, rest), env)
+
+
+def _run_forwarding_signals(command: list[str], env: dict[str, str]) -> int:
+    """Run the host runner; SIGTERM/SIGINT/SIGHUP sent to us go to it (it then terminates the
+    command and writes its report), and we wait for it so the link directory is removed."""
+    try:
+        child = subprocess.Popen(command, env=env)
+    except OSError as error:
+        print(f"rpiboot-virtual: cannot run {command[0]}: {error.strerror or error}",
+              file=sys.stderr)
+        return EXIT_FAILED
+    received: list[int] = []
+
+    def forward(signum: int, _frame: object) -> None:
+        received.append(signum)
+        if child.poll() is None:
+            try:
+                child.send_signal(signum)
+            except OSError:
+                pass
+
+    previous = {signum: signal.signal(signum, forward) for signum in FORWARDED_SIGNALS}
+    try:
+        code = child.wait()
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+    if code < 0:  # the runner itself died of a signal
+        return 128 - code
+    return code
 
 
 def _print_help() -> None:

@@ -29,9 +29,15 @@ A board is ``CHIP:PORT_PATH`` followed by comma-separated options:
 "arrive": 0, "reenumerate_delay": 0.05, "unplug_after": null, "stall_at": null,
 "return_code": 0, "open_error": null, "gadget": false}]}``.
 
+Every field is checked before anything runs (chip one of 2835/2837/2711/2712; numbers must be
+JSON numbers; ``open_error`` is ``access``, ``io`` or null; unknown keys are errors).
+
 The runner builds the testbed, runs the command with ``UMOCKDEV_DIR`` set explicitly, waits for
 it, writes a JSON report (``--report``) of what each board received, and exits with the
-command's exit status (124 if ``--command-timeout`` expired).
+command's exit status. Its own statuses: 2 bad options, scenario or ``--report`` path (checked
+before the run), 124 ``--command-timeout`` expired, 125 the runner itself failed, 126 the
+command cannot be executed, 127 the command was not found, 128+N it got signal N (SIGTERM,
+SIGINT, SIGHUP: the command is terminated, then the report is written).
 """
 
 from __future__ import annotations
@@ -40,11 +46,13 @@ import argparse
 import ctypes
 import json
 import os
+import shutil
+import signal
 import subprocess
 import sys
 import threading
 import time
-from typing import Any, Sequence
+from typing import IO, Any, Sequence
 
 from .script import Request, done, load, metadata
 from .virtual_pi import FinalStage, Received, RomStage, ServerStage, Stage, VirtualPi
@@ -54,6 +62,21 @@ DEFAULT_FILES = {"2835": ["config.txt", "start.elf", "fixup.dat"],
                  "2711": ["config.txt", "boot.img"],
                  "2712": ["config.txt", "boot.img"]}
 CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH, PR_CAPBSET_DROP = 1, 2, 24
+OPEN_ERRORS = ("access", "io")
+EXIT_USAGE, EXIT_TIMEOUT, EXIT_FAILED, EXIT_CANNOT_RUN, EXIT_NOT_FOUND = 2, 124, 125, 126, 127
+FORWARDED_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
+TERMINATE_GRACE = 5.0
+SPEC_KEYS = {"chip", "port", "serial", "rom_serial", "files", "meta", "two_interfaces", "arrive",
+             "reenumerate_delay", "unplug_after", "stall_at", "return_code", "open_error",
+             "gadget"}
+
+
+class Failure(Exception):
+    """A problem found before (or outside) the command: one line for stderr, and an exit code."""
+
+    def __init__(self, message: str, code: int = EXIT_USAGE):
+        super().__init__(message)
+        self.code = code
 SAVED_PYTHONPATH = "RPIBOOT_VIRTUAL_SAVED_PYTHONPATH"  # set by rpiboot.simulator.umockdev_cli
 
 
@@ -88,11 +111,67 @@ def parse_pi_option(text: str, index: int) -> dict[str, Any]:
         elif key in ("serial", "rom-serial", "open-error"):
             spec[key.replace("-", "_")] = value
         elif key in ("arrive", "reenumerate-delay"):
-            spec[key.replace("-", "_")] = float(value)
+            try:
+                spec[key.replace("-", "_")] = float(value)
+            except ValueError:
+                raise ValueError(f"{key}={value!r} in {text!r}: expected seconds") from None
         elif key in ("unplug-after", "stall-at", "return-code"):
-            spec[key.replace("-", "_")] = int(value, 0)
+            try:
+                spec[key.replace("-", "_")] = int(value, 0)
+            except ValueError:
+                raise ValueError(f"{key}={value!r} in {text!r}: expected an integer") from None
         else:
             raise ValueError(f"unknown board option {key!r} in {text!r}")
+    return validate_spec(spec, f"--pi {text!r}")
+
+
+def validate_spec(spec: Any, where: str) -> dict[str, Any]:
+    """Check every field of one board (from --pi or the scenario); ValueError names the field."""
+    if not isinstance(spec, dict):
+        raise ValueError(f"{where}: a board must be a JSON object, not {type(spec).__name__}")
+    unknown = sorted(set(spec) - SPEC_KEYS)
+    if unknown:
+        raise ValueError(f"{where}: unknown field(s) {', '.join(map(repr, unknown))}")
+
+    def bad(key: str, expected: str) -> ValueError:
+        return ValueError(f"{where}: {key}={spec[key]!r}: expected {expected}")
+
+    chip = spec.get("chip")
+    if isinstance(chip, int) and not isinstance(chip, bool):
+        chip = spec["chip"] = str(chip)
+    if chip not in DEFAULT_FILES:
+        raise ValueError(f"{where}: chip={chip!r}: expected one of {', '.join(DEFAULT_FILES)}")
+    if spec.get("port") is not None:
+        if not isinstance(spec["port"], str):
+            raise bad("port", "a port path like \"1-3\"")
+        try:
+            parse_port(spec["port"])
+        except ValueError as error:
+            raise ValueError(f"{where}: {error}") from None
+    for key in ("serial", "rom_serial"):
+        if spec.get(key) is not None and not isinstance(spec[key], str):
+            raise bad(key, "a string")
+    if spec.get("files") is not None and (not isinstance(spec["files"], list) or not all(
+            isinstance(name, str) and name for name in spec["files"])):
+        raise bad("files", "a list of file names")
+    if spec.get("meta") is not None and (not isinstance(spec["meta"], dict) or not all(
+            isinstance(value, (str, int, float)) for value in spec["meta"].values())):
+        raise bad("meta", "an object of KEY: VALUE")
+    for key in ("two_interfaces", "gadget"):
+        if spec.get(key) is not None and not isinstance(spec[key], bool):
+            raise bad(key, "true or false")
+    for key in ("arrive", "reenumerate_delay"):
+        value = spec.get(key)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
+                                  or not 0 <= value < float("inf")):
+            raise bad(key, "a number of seconds >= 0")
+    for key in ("unplug_after", "stall_at", "return_code"):
+        value = spec.get(key)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int)
+                                  or value < 0):
+            raise bad(key, "an integer >= 0")
+    if spec.get("open_error") is not None and spec["open_error"] not in OPEN_ERRORS:
+        raise bad("open_error", "access, io or null")
     return spec
 
 
@@ -164,12 +243,73 @@ def command_env(env: dict[str, str]) -> dict[str, str]:
 
 
 def load_scenario(args: argparse.Namespace) -> list[dict[str, Any]]:
+    """The boards from --scenario and --pi, every field checked (ValueError, OSError)."""
     specs: list[dict[str, Any]] = []
     if args.scenario:
+        where = f"scenario {args.scenario}"
         with open(args.scenario, encoding="utf-8") as handle:
-            specs += list(json.load(handle).get("pis", []))
+            try:
+                data = json.load(handle)
+            except ValueError as error:
+                raise ValueError(f"{where}: not valid JSON ({error})") from None
+        if not isinstance(data, dict):
+            raise ValueError(f"{where}: the top level must be an object like "
+                             f'{{"pis": [...]}}, not {type(data).__name__}')
+        unknown = sorted(set(data) - {"pis"})
+        if unknown:
+            raise ValueError(f"{where}: unknown top-level field(s) "
+                             f"{', '.join(map(repr, unknown))}")
+        pis = data.get("pis", [])
+        if not isinstance(pis, list):
+            raise ValueError(f'{where}: "pis" must be a list, not {type(pis).__name__}')
+        specs += [validate_spec(spec, f"{where}, pis[{i}]") for i, spec in enumerate(pis)]
     specs += [parse_pi_option(text, len(specs) + i) for i, text in enumerate(args.pi)]
     return specs
+
+
+def resolve_command(command: Sequence[str]) -> str:
+    """The program the command runs, or :class:`Failure` with 127 (not found) or 126 (not
+    executable), as a shell would say it."""
+    program = command[0]
+    found = shutil.which(program)
+    if found:
+        return found
+    if os.sep in program and os.path.exists(program):
+        raise Failure(f"{program}: cannot execute (not an executable file)", EXIT_CANNOT_RUN)
+    raise Failure(f"{program}: command not found", EXIT_NOT_FOUND)
+
+
+def check_report_path(destination: str | None) -> None:
+    """Make sure the report can be written, before anything runs (:class:`Failure`, 2)."""
+    if not destination or destination == "-":
+        return
+    existed = os.path.lexists(destination)
+    try:
+        with open(destination, "a", encoding="utf-8"):
+            pass
+    except OSError as error:
+        raise Failure(f"cannot write report {destination}: {error.strerror or error}") from None
+    if not existed:
+        os.unlink(destination)
+
+
+def preflight(argv: Sequence[str] | None = None) -> tuple[argparse.Namespace, list[str],
+                                                          list[dict[str, Any]]]:
+    """Parse and check the arguments without umockdev: (args, command, specs), or
+    :class:`Failure`. rpiboot-virtual calls this before it looks for umockdev."""
+    args = _argument_parser().parse_args(argv)
+    command = args.command[1:] if args.command[:1] == ["--"] else args.command
+    if not command:
+        raise Failure("no command given (put it after --)")
+    if args.command_timeout is not None and not args.command_timeout > 0:
+        raise Failure(f"--command-timeout {args.command_timeout}: expected seconds > 0")
+    try:
+        specs = load_scenario(args)
+    except (ValueError, OSError) as error:
+        raise Failure(str(error)) from None
+    check_report_path(args.report)
+    resolve_command(command)
+    return args, list(command), specs
 
 
 class HostRun:
@@ -185,12 +325,16 @@ class HostRun:
                                         if isinstance(s, ServerStage)), None)
         self.bus = UmockdevBus()
         self.timers: list[threading.Timer] = []
+        self.closed = False
+        self.process: subprocess.Popen[bytes] | None = None
+        self.signalled: int | None = None
+        self._lock = threading.Lock()
 
     def start(self) -> None:
         for spec, pi in zip(self.specs, self.pis):
             delay = float(spec.get("arrive") or 0)
             if delay > 0:
-                timer = threading.Timer(delay, self.bus.plug_in, (pi,))
+                timer = threading.Timer(delay, self._late_arrival, (pi,))
                 timer.daemon = True
                 self.timers.append(timer)
             else:
@@ -199,21 +343,70 @@ class HostRun:
         for timer in self.timers:
             timer.start()
 
+    def _late_arrival(self, pi: VirtualPi) -> None:
+        with self._lock:  # close() takes the lock: no board arrives once it has begun
+            if not self.closed:
+                self.bus.plug_in(pi)
+
+    def on_signal(self, signum: int, _frame: Any = None) -> None:
+        """SIGTERM/SIGINT/SIGHUP: terminate the command; run() then returns 128+signum."""
+        if self.signalled is None:
+            self.signalled = signum
+        process = self.process
+        if process is not None and process.poll() is None:
+            try:
+                process.terminate()
+            except OSError:
+                pass
+
     def run(self, command: Sequence[str], timeout: float | None) -> int:
+        if self.signalled is not None:
+            return 128 + self.signalled
         needs_drop = os.geteuid() == 0 and any(s.get("open_error") == "access"
                                                for s in self.specs)
-        process = subprocess.Popen(list(command), env=command_env(self.bus.child_env()),
-                                   preexec_fn=_drop_dac_capabilities if needs_drop else None)
         try:
-            return process.wait(timeout)
+            self.process = process = subprocess.Popen(
+                list(command), env=command_env(self.bus.child_env()),
+                preexec_fn=_drop_dac_capabilities if needs_drop else None)
+        except FileNotFoundError:
+            raise Failure(f"{command[0]}: command not found", EXIT_NOT_FOUND) from None
+        except PermissionError as error:
+            raise Failure(f"{command[0]}: cannot execute ({error.strerror})",
+                          EXIT_CANNOT_RUN) from None
+        except (OSError, subprocess.SubprocessError) as error:
+            raise Failure(f"{command[0]}: cannot execute ({error})", EXIT_CANNOT_RUN) from None
+        if self.signalled is not None:  # a signal arrived while it was starting
+            self.on_signal(self.signalled)
+        deadline = None if timeout is None else time.monotonic() + timeout
+        terminated_at: float | None = None
+        while True:
+            try:
+                code = process.wait(0.2)
+                break
+            except subprocess.TimeoutExpired:
+                now = time.monotonic()
+                if deadline is not None and now >= deadline and self.signalled is None:
+                    process.kill()
+                    process.wait()
+                    return EXIT_TIMEOUT
+                if self.signalled is not None:
+                    if terminated_at is None:
+                        terminated_at = now
+                    elif now - terminated_at > TERMINATE_GRACE:
+                        process.kill()  # it ignored SIGTERM
+            except KeyboardInterrupt:  # SIGINT without our handler (run() used as a library)
+                self.on_signal(signal.SIGINT)
+        if self.signalled is not None:
+            return 128 + self.signalled
+        return code
+
+    @staticmethod
+    def _reap(process: subprocess.Popen[bytes]) -> None:
+        try:
+            process.wait(TERMINATE_GRACE)
         except subprocess.TimeoutExpired:
             process.kill()
             process.wait()
-            return 124
-        except KeyboardInterrupt:
-            process.terminate()
-            process.wait()
-            return 130
 
     def report(self, command: Sequence[str], exit_code: int, duration: float) -> dict[str, Any]:
         return {"command": list(command), "exit_code": exit_code,
@@ -225,8 +418,17 @@ class HostRun:
                            "enumerations": list(self.bus.enumerations)}}
 
     def close(self) -> None:
+        """Stop late arrivals, terminate a command still running, close the bus. Idempotent."""
+        with self._lock:
+            if self.closed:
+                return
+            self.closed = True
         for timer in self.timers:
             timer.cancel()
+        process = self.process
+        if process is not None and process.poll() is None:
+            process.terminate()
+            self._reap(process)
         self.bus.close()
 
 
@@ -261,44 +463,78 @@ def _summary_lines(report: dict[str, Any]) -> list[str]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = _argument_parser().parse_args(argv)
-    command = args.command[1:] if args.command[:1] == ["--"] else args.command
-    if not command:
-        print("umockdev_host: no command given (put it after --)", file=sys.stderr)
-        return 2
+    try:
+        args, command, specs = preflight(argv)
+        report_file = _open_report(args.report)
+    except Failure as error:
+        print(f"umockdev_host: {error}", file=sys.stderr)
+        return error.code
     if not os.environ.get("LD_PRELOAD", "").count("umockdev"):
         print("umockdev_host: not running under umockdev-wrapper; use rpiboot-virtual",
               file=sys.stderr)
-        return 2
+        return EXIT_USAGE
+    host: HostRun | None = None
+    previous = {}
     try:
-        specs = load_scenario(args)
         host = HostRun(specs)
-    except (ValueError, OSError, KeyError, TypeError) as error:
-        print(f"umockdev_host: {error}", file=sys.stderr)
-        return 2
-    started = time.monotonic()
-    try:
+        for signum in FORWARDED_SIGNALS:
+            previous[signum] = signal.signal(signum, host.on_signal)
+        started = time.monotonic()
         host.start()
         exit_code = host.run(command, args.command_timeout)
         time.sleep(0.05)  # let re-enumerations already under way land in the report
         report = host.report(command, exit_code, time.monotonic() - started)
+        host.close()  # unplugs the boards: after the report, whose errors then get close()'s
+        report["bridge"]["errors"] = list(host.bus.errors)  # timeouts, if any
+    except Failure as error:
+        _discard(report_file)
+        print(f"umockdev_host: {error}", file=sys.stderr)
+        return error.code
+    except (ValueError, OSError, KeyError, TypeError, RuntimeError) as error:
+        _discard(report_file)
+        print(f"umockdev_host: {error}", file=sys.stderr)
+        return EXIT_FAILED
+    except KeyboardInterrupt:
+        _discard(report_file)
+        print("umockdev_host: interrupted", file=sys.stderr)
+        return 128 + signal.SIGINT
     finally:
-        host.close()
-    _write_report(report, args.report)
+        if host is not None:
+            host.close()
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+    _write_report(report, report_file)
     if not args.quiet:
         for line in _summary_lines(report):
             print(line, file=sys.stderr)
     return exit_code
 
 
-def _write_report(report: dict[str, Any], destination: str | None) -> None:
+def _open_report(destination: str | None) -> IO[str] | None:
+    """Open the report file before the run, so a bad path fails at once (:class:`Failure`)."""
     if not destination:
+        return None
+    if destination == "-":
+        return sys.stderr
+    try:
+        return open(destination, "w", encoding="utf-8")
+    except OSError as error:
+        raise Failure(f"cannot write report {destination}: {error.strerror or error}") from None
+
+
+def _discard(handle: IO[str] | None) -> None:
+    if handle is not None and handle is not sys.stderr:
+        handle.close()
+
+
+def _write_report(report: dict[str, Any], handle: IO[str] | None) -> None:
+    if handle is None:
         return
     text = json.dumps(report, indent=2)
-    if destination == "-":
+    if handle is sys.stderr:
         print(text, file=sys.stderr)
         return
-    with open(destination, "w", encoding="utf-8") as handle:
+    with handle:
         handle.write(text + "\n")
 
 
