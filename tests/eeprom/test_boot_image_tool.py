@@ -195,7 +195,7 @@ def test_unwritable_output(bootfs: Path, tmp_path: Path, capsys: pytest.CaptureF
     target = tmp_path / "out"
     (target / "boot.img").mkdir(parents=True)  # os.replace onto a directory fails
     assert main(["-d", str(bootfs), "-o", str(target / "boot.img"), "-k", str(private_key[0])]) == 5
-    assert "cannot write" in one_line_error(capsys)
+    assert "is a directory" in one_line_error(capsys)
     assert only_files(target) == ["boot.img"]
 
 
@@ -207,7 +207,7 @@ def test_bad_key(bootfs: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str
                                         serialization.NoEncryption()))
     out = tmp_path / "boot.img"
     assert main(["-d", str(bootfs), "-o", str(out), "-k", str(key)]) == 6
-    assert "RSA-2048" in one_line_error(capsys)
+    assert "2048" in one_line_error(capsys)
     assert main(["-d", str(bootfs), "-o", str(out), "-k", str(tmp_path / "none.pem")]) == 6
     one_line_error(capsys)
     assert not out.exists()
@@ -245,3 +245,56 @@ def test_python_dash_m(bootfs: Path, tmp_path: Path) -> None:
                          env=env, capture_output=True, text=True)
     assert bad.returncode == 3
     assert bad.stderr.count("\n") == 1 and "Traceback" not in bad.stderr
+
+
+def test_output_directory_or_empty_is_a_clean_error(bootfs: Path, tmp_path: Path,
+                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    outdir = tmp_path / "outdir"
+    outdir.mkdir()
+    assert main(["-d", str(bootfs), "-o", str(outdir)]) == 5
+    assert "is a directory" in one_line_error(capsys)
+    assert main(["-d", str(bootfs), "-o", str(tmp_path / "newdir") + "/"]) == 5
+    assert "is a directory" in one_line_error(capsys)
+    assert main(["-d", str(bootfs), "-o", ""]) == 2
+    assert "empty" in one_line_error(capsys)
+    assert list(outdir.iterdir()) == [] and not (tmp_path / "newdir").exists()
+
+
+def test_output_directory_subprocess_has_no_traceback(bootfs: Path, tmp_path: Path) -> None:
+    env = {**os.environ, "PYTHONPATH": str(SRC_ROOT)}
+    result = subprocess.run([sys.executable, "-m", "rpiboot.eeprom.boot_image_tool", "-d", str(bootfs),
+                             "-o", str(tmp_path)], env=env, capture_output=True, text=True)
+    assert result.returncode == 5
+    assert result.stderr.count("\n") == 1 and result.stderr.startswith("rpi-make-boot-image: error:")
+
+
+def test_sig_path_directory_is_refused(bootfs: Path, tmp_path: Path, private_key,
+                                       capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "boot.sig").mkdir()
+    assert main(["-d", str(bootfs), "-o", str(tmp_path / "boot.img"), "-k", str(private_key[0])]) == 5
+    assert "boot.sig" in one_line_error(capsys)
+    assert not (tmp_path / "boot.img").exists()
+
+
+def test_write_failure_is_reported_as_output_error(bootfs: Path, tmp_path: Path,
+                                                   monkeypatch: pytest.MonkeyPatch,
+                                                   capsys: pytest.CaptureFixture[str]) -> None:
+    from rpiboot.eeprom import fat_image
+
+    real_copy = fat_image._copy_file
+
+    class FullDisk:
+        def __init__(self, inner):
+            self._inner = inner
+
+        def seek(self, *a):
+            return self._inner.seek(*a)
+
+        def write(self, data):
+            raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(fat_image, "_copy_file", lambda node, out, off: real_copy(node, FullDisk(out), off))
+    assert main(["-d", str(bootfs), "-o", str(tmp_path / "boot.img")]) == 5
+    err = one_line_error(capsys)
+    assert "No space left" in err and "cannot read" not in err
+    assert not (tmp_path / "boot.img").exists()

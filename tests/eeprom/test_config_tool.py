@@ -118,7 +118,11 @@ def test_out_without_changes_writes_config(tmp_path) -> None:
 def _error(capsys, argv: list[str], code: int = 1) -> str:
     assert main(argv) == code
     err = capsys.readouterr().err
-    assert "Traceback" not in err
+    # In-process a traceback would propagate, so check the form of the message instead:
+    # one line, or for argparse usage errors the usage text followed by that line.
+    lines = err.splitlines()
+    assert lines and lines[-1].startswith("rpi-eeprom-config: error: "), err
+    assert len(lines) == 1 or (code == 2 and lines[0].startswith("usage: ")), err
     return err
 
 
@@ -208,3 +212,33 @@ def test_entry_point_subprocess(tmp_path) -> None:
                             capture_output=True, check=False)
     assert result.returncode == 0
     assert result.stdout == b"[all]\nBOOT_UART=1\n"
+
+
+def test_extract_is_all_or_nothing(tmp_path, monkeypatch, capsys) -> None:
+    src = tmp_path / "src.bin"
+    src.write_bytes(build_image())
+    work = tmp_path / "x"
+    work.mkdir()
+    (work / "pubkey.bin").mkdir()      # a later target that cannot be written
+    monkeypatch.chdir(work)
+    err = _error(capsys, ["--extract", str(src)])
+    assert "pubkey.bin" in err
+    assert sorted(p.name for p in work.iterdir()) == ["pubkey.bin"]
+
+
+def test_edit_with_unparsable_editor(tmp_path, monkeypatch, capsys) -> None:
+    src = tmp_path / "src.bin"
+    src.write_bytes(build_image())
+    monkeypatch.setenv("EDITOR", "vi 'unterminated")
+    err = _error(capsys, ["--edit", "--out", str(tmp_path / "new.bin"), str(src)])
+    assert "EDITOR" in err
+    assert not (tmp_path / "new.bin").exists()
+
+
+@pytest.mark.parametrize("argv,code", [(["--config"], 2), (["/nonexistent/pieeprom.bin"], 1)])
+def test_errors_subprocess_single_line(tmp_path, argv, code) -> None:
+    result = subprocess.run([sys.executable, "-m", "rpiboot.eeprom.config_tool", *argv],
+                            cwd=tmp_path, capture_output=True, text=True, check=False)
+    assert result.returncode == code
+    assert "Traceback" not in result.stderr
+    assert result.stderr.strip().splitlines()[-1].startswith("rpi-eeprom-config: error:")

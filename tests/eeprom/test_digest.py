@@ -39,7 +39,8 @@ def test_golden_verify_ok_and_failure(upstream, golden, capsys) -> None:
     assert main(["-k", pub, "-i", str(upstream / SBR_CONF), "-v", sig]) == 1
     captured = capsys.readouterr()
     assert captured.out == "Verification failure\n"
-    assert captured.err == f"{upstream / SBR_CONF} not verified\n"
+    assert captured.err == (f"rpi-eeprom-digest: error: the signature in {sig} does not match "
+                            f"{upstream / SBR_CONF}\n")
 
 
 def _data(tmp_path: Path) -> Path:
@@ -134,3 +135,21 @@ def test_entry_point_subprocess(tmp_path) -> None:
                             env={**os.environ, "SOURCE_DATE_EPOCH": "5"})
     assert result.returncode == 0, result.stderr
     assert out.read_text().endswith("\nts: 5\n")
+
+
+@pytest.mark.parametrize("value", ["1\nrsa2048: 00", "12 ", "-5", "1e3", "\u0661\u0662"])
+def test_source_date_epoch_cannot_inject_lines(tmp_path, monkeypatch, capsys, value: str) -> None:
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", value)
+    out = tmp_path / "o.sig"
+    assert main(["-i", str(_data(tmp_path)), "-o", str(out)]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("rpi-eeprom-digest: error: SOURCE_DATE_EPOCH") and err.count("\n") == 1
+    assert not out.exists()
+
+
+@pytest.mark.parametrize("soc", ["2711\nrsa2048: 00", "2710", "bcm2712"])
+def test_target_soc_must_be_2711_or_2712(tmp_path, capsys, soc: str) -> None:
+    out = tmp_path / "o.sig"
+    assert main(["-c", soc, "-i", str(_data(tmp_path)), "-o", str(out)]) == 2
+    assert capsys.readouterr().err.startswith("rpi-eeprom-digest: error: -c takes 2711 or 2712")
+    assert not out.exists()

@@ -47,15 +47,46 @@ def test_round_trip_generated_key(tmp_path, key_files, capsysbinary) -> None:
     assert capsysbinary.readouterr().out.decode().strip() == hashlib.sha256(binary).hexdigest()
 
 
+def _one_line_error(capsys) -> str:
+    err = capsys.readouterr().err
+    assert err.startswith("rpi-bootloader-key-convert: error: ") and err.count("\n") == 1, err
+    return err
+
+
 def test_errors(tmp_path, key_files, capsys) -> None:
     short = tmp_path / "short.bin"
     short.write_bytes(b"\x01" * 100)
     assert main(["--inform", "bin", str(short)]) == 1
+    _one_line_error(capsys)
     assert main([str(key_files["small"])]) == 1
+    _one_line_error(capsys)
     assert main([str(tmp_path / "missing.pem")]) == 1
+    _one_line_error(capsys)
     assert main(["--inform", "der", str(key_files["public"])]) == 2
-    err = capsys.readouterr().err
-    assert err.count("rpi-bootloader-key-convert: error:") == 4 and "Traceback" not in err
+    _one_line_error(capsys)
+
+
+def test_bin_must_be_exactly_264_bytes_and_2048_bits(tmp_path, key_files, capsys) -> None:
+    good = tmp_path / "good.bin"
+    assert main(["--output", str(good), str(key_files["public"])]) == 0
+    longer = tmp_path / "long.bin"
+    longer.write_bytes(good.read_bytes() + b"\0")
+    assert main(["--inform", "bin", str(longer)]) == 1
+    assert "264" in _one_line_error(capsys)
+    small_n = tmp_path / "small_n.bin"
+    small_n.write_bytes(good.read_bytes()[:128] + b"\0" * 128 + good.read_bytes()[256:])
+    assert main(["--inform", "bin", str(small_n)]) == 1
+    assert "2048" in _one_line_error(capsys)
+
+
+def test_error_subprocess_single_line(tmp_path) -> None:
+    bad = tmp_path / "bad.bin"
+    bad.write_bytes(b"\x01" * 300)
+    result = subprocess.run([sys.executable, "-m", "rpiboot.eeprom.key_convert_tool", "--inform", "bin",
+                             str(bad)], capture_output=True, text=True, check=False)
+    assert result.returncode == 1
+    assert result.stderr.startswith("rpi-bootloader-key-convert: error: ")
+    assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
 
 
 def test_entry_point_subprocess(key_files) -> None:

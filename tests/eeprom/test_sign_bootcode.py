@@ -164,3 +164,22 @@ def test_entry_point_subprocess(tmp_path, key_files) -> None:
                             capture_output=True, check=False)
     assert result.returncode == 0, result.stderr
     assert out.stat().st_size == 5000 + 532
+
+
+@pytest.mark.parametrize("chip", ["2711", "2712"])
+def test_extract_unsigned_file_is_an_error(tmp_path, capsys, chip: str) -> None:
+    unsigned = _payload(tmp_path, 6000)
+    assert main(["-c", chip, "-e", str(unsigned)]) == 1
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err == f"rpi-sign-bootcode: error: no signature block found in '{unsigned}'\n"
+
+
+def test_extract_2711_signed_file(tmp_path, key_files, capsys) -> None:
+    src, out = _payload(tmp_path), tmp_path / "s.bin"
+    hmac_file = tmp_path / "hmac.key"
+    hmac_file.write_text("00112233445566778899AABBCCDDEEFF00112233\n")
+    assert main(["-c", "2711", "-i", str(src), "-o", str(out), "-k", str(key_files["private"]),
+                 "-m", str(hmac_file), "-n", "1"]) == 0
+    assert main(["-c", "2711", "-e", str(out)]) == 0
+    assert capsys.readouterr().out.startswith(f"length: {len(src.read_bytes())}\nkeynum: 1\n")

@@ -7,6 +7,9 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
+from rpiboot.eeprom import common
 from rpiboot.eeprom import image as img
 from rpiboot.eeprom.signing import signature_blocks_2712
 from rpiboot.eeprom.update_pieeprom_tool import main, sig_path_for
@@ -107,9 +110,103 @@ def test_errors(tmp_path, monkeypatch, key_files, capsys) -> None:
     assert "2048" in capsys.readouterr().err
     assert main(["-H", "definitely-not-a-wrapper-xyz", "-p", str(key_files["public"])]) == 1
     assert main(["-H", sys.executable]) == 2
+    capsys.readouterr()
     assert main(["-z"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("usage: update-pieeprom [-c CONF]") and "update-pieeprom: error:" in err
     assert not (tmp_path / "pieeprom.bin").exists()
     assert main(["-h"]) == 0
+    assert capsys.readouterr().out.startswith("usage: update-pieeprom")
+
+
+def _failing_wrapper(tmp_path: Path) -> Path:
+    script = tmp_path / "broken-hsm"
+    script.write_text(f"#!{sys.executable}\nimport sys\nsys.exit(3)\n")
+    script.chmod(0o755)
+    return script
+
+
+def test_failing_run_keeps_previous_outputs(tmp_path, monkeypatch, key_files, capsys) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "pieeprom.original.bin").write_bytes(build_image())
+    (tmp_path / "boot.conf").write_bytes(b"[all]\nBOOT_ORDER=0xf41\n")
+    (tmp_path / "recovery.original.bin").write_bytes(b"\x30" * 1000)
+    assert main(["-f", "-k", str(key_files["private"])]) == 0
+    names = ("pieeprom.bin", "pieeprom.sig", "bootcode5.bin", "pieeprom.signed_boot.bin")
+    before = {name: (tmp_path / name).read_bytes() for name in names}
+    capsys.readouterr()
+    (tmp_path / "boot.conf").write_bytes(b"[all]\nBOOT_ORDER=0x1\n")
+    failing = [
+        ["-f", "-k", str(key_files["small"])],                              # bad key
+        ["-f", "-H", str(_failing_wrapper(tmp_path)), "-p", str(key_files["public"])],  # HSM fails
+        ["-f", "-r", "-k", str(key_files["public"])],                       # public key cannot sign
+        ["-k", str(key_files["private"]), "-c", "missing.conf"],
+    ]
+    for argv in failing:
+        assert main(argv) != 0, argv
+        err = capsys.readouterr().err
+        assert err.startswith("update-pieeprom: error: ") and err.count("\n") == 1, err
+        assert {name: (tmp_path / name).read_bytes() for name in names} == before, argv
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith(".")) == []
+
+
+def test_output_named_like_its_sig_is_refused(tmp_path, monkeypatch, capsys) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "pieeprom.original.bin").write_bytes(build_image())
+    (tmp_path / "boot.conf").write_bytes(b"[all]\n")
+    (tmp_path / "out.sig").write_bytes(b"keep me")
+    assert main(["-o", "out.sig"]) == 2
+    assert "out.sig" in capsys.readouterr().err
+    assert (tmp_path / "out.sig").read_bytes() == b"keep me"
+
+
+@pytest.mark.parametrize("target", ["outdir", "newdir/", ""])
+def test_output_directory_or_empty_is_refused(tmp_path, monkeypatch, capsys, target: str) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "pieeprom.original.bin").write_bytes(build_image())
+    (tmp_path / "boot.conf").write_bytes(b"[all]\n")
+    (tmp_path / "outdir").mkdir()
+    assert main(["-o", target]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("update-pieeprom: error: ") and err.count("\n") == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["boot.conf", "outdir", "pieeprom.original.bin"]
+    assert list((tmp_path / "outdir").iterdir()) == []
+
+
+def test_failed_image_replace_rolls_back_sig(tmp_path, monkeypatch, capsys) -> None:
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "pieeprom.original.bin").write_bytes(build_image())
+    (tmp_path / "boot.conf").write_bytes(b"[all]\n")
+    (tmp_path / "pieeprom.bin").write_bytes(b"old image")
+    (tmp_path / "pieeprom.sig").write_bytes(b"old sig")
+    real_replace = os.replace
+
+    def replace(src, dst):
+        if os.fspath(dst) == "pieeprom.bin":
+            raise OSError(28, "No space left on device")
+        return real_replace(src, dst)
+
+    monkeypatch.setattr(common.os, "replace", replace)
+    assert main([]) == 1
+    assert "No space left" in capsys.readouterr().err
+    assert (tmp_path / "pieeprom.bin").read_bytes() == b"old image"
+    assert (tmp_path / "pieeprom.sig").read_bytes() == b"old sig"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["boot.conf", "pieeprom.bin",
+                                                          "pieeprom.original.bin", "pieeprom.sig"]
+
+
+def test_write_files_atomically_removes_new_files_on_failure(tmp_path, monkeypatch) -> None:
+    real_replace = os.replace
+
+    def replace(src, dst):
+        if os.fspath(dst).endswith("b.bin"):
+            raise OSError(13, "Permission denied")
+        return real_replace(src, dst)
+
+    monkeypatch.setattr(common.os, "replace", replace)
+    with pytest.raises(common.ToolError, match="b.bin"):
+        common.write_files_atomically([(str(tmp_path / "a.bin"), b"a"), (str(tmp_path / "b.bin"), b"b")])
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_old_bootloader_refused_for_signing(tmp_path, monkeypatch, key_files, capsys) -> None:
@@ -117,7 +214,7 @@ def test_old_bootloader_refused_for_signing(tmp_path, monkeypatch, key_files, ca
     (tmp_path / "pieeprom.original.bin").write_bytes(build_image(bootcode=b"BUILD_TIMESTAMP=1600000000\0"))
     (tmp_path / "boot.conf").write_bytes(b"[all]\n")
     assert main(["-k", str(key_files["private"])]) == 1
-    assert "does not support secure-boot" in capsys.readouterr().err
+    assert "before secure-boot support" in capsys.readouterr().err
 
 
 def test_sig_path_for() -> None:

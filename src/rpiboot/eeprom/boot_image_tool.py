@@ -22,10 +22,10 @@ Like upstream, top-level entries whose names start with "." are not copied.
 
 Exit codes:
     0  success
-    2  usage error: bad/missing option or invalid environment value
+    2  usage error: bad/missing/empty option or invalid environment value
     3  source problem: directory missing, unreadable file, name not storable on FAT
     4  contents do not fit the requested size, or impossible FAT parameters
-    5  output cannot be written (nothing is left behind)
+    5  output cannot be written, e.g. -o names a directory (nothing is left behind)
     6  signing key missing, unreadable or not an RSA-2048 private key
 """
 
@@ -42,10 +42,11 @@ import time
 from pathlib import Path, PurePosixPath
 from typing import Any, Callable, NoReturn, Sequence
 
-from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import padding, rsa, utils
 
-from rpiboot.eeprom.signing import sig_text
+from rpiboot.eeprom.common import ToolError
+from rpiboot.eeprom.signing import load_private_key, sig_text
 from rpiboot.eeprom.fat_image import (
     FatParameterError,
     FatPlan,
@@ -83,13 +84,13 @@ def _parser() -> argparse.ArgumentParser:
                      epilog="Environment: IMAGE_SIZE (KiB), SECTOR_SIZE, SECTORS_PER_CLUSTER, "
                             "ROOT_DIR_ENTRIES, FAT_SIZE, FAT_OVERHEAD, SOURCE_DATE_EPOCH.")
     parser.add_argument("-a", dest="arch", choices=("32", "64"), default="32",
-                        help="select the 32 or 64 bit kernel (default 32)")
+                        help="kernel word size to keep: 32 drops kernel8.img, 64 drops kernel7l.img (default 32)")
     parser.add_argument("-b", dest="board", default="",
-                        help="prune the files to those required for this board (pi4, pi400, cm4)")
+                        help="leave out top-level files BOARD does not use (pi4, pi400 or cm4)")
     parser.add_argument("-d", dest="source", type=Path, required=True,
-                        help="directory containing the files to include")
-    parser.add_argument("-o", dest="output", type=Path, required=True,
-                        help="file name of the boot image")
+                        help="source directory; its contents become the image root")
+    parser.add_argument("-o", dest="output", required=True,
+                        help="image file to create")
     parser.add_argument("-k", dest="key", type=Path,
                         help="RSA-2048 private key (PEM) to sign the image, writes <output>.sig")
     return parser
@@ -129,15 +130,21 @@ def _env_int(name: str, default: int | None) -> int | None:
 
 
 def _load_key(path: Path) -> rsa.RSAPrivateKey:
+    """The same key loading (PEM or DER, RSA-2048, private) as the other tools."""
     try:
-        key = serialization.load_pem_private_key(path.read_bytes(), password=None)
-    except OSError as exc:
-        raise _KeyError(f"cannot read key {path}: {exc.strerror}") from exc
-    except (ValueError, TypeError) as exc:
-        raise _KeyError(f"{path} is not an unencrypted PEM private key ({exc})") from exc
-    if not isinstance(key, rsa.RSAPrivateKey) or key.key_size != 2048:
-        raise _KeyError(f"{path} is not an RSA-2048 private key")
-    return key
+        return load_private_key(str(path))
+    except ToolError as exc:
+        raise _KeyError(str(exc)) from None
+
+
+def _check_output(name: str) -> Path:
+    """Refuse an -o that cannot name an image file before any work is done."""
+    if not name:
+        raise _UsageError("the output file name (-o) is empty")
+    output = Path(name)
+    if name.endswith(("/", os.sep)) or output.is_dir():
+        raise _OutputError(f"output {name} is a directory; -o needs a file name")
+    return output
 
 
 class _KeyError(Exception):
@@ -179,9 +186,13 @@ def _run(args: argparse.Namespace) -> int:
         overhead_kib=_env_int("FAT_OVERHEAD", 16),
     )
     epoch = _env_int("SOURCE_DATE_EPOCH", None)
+    output = _check_output(args.output)
     if not args.source.is_dir():
         raise SourceError(f"source directory not found: {args.source}")
     key = _load_key(args.key) if args.key else None
+    sig_path = _sig_path(output) if key is not None else None
+    if sig_path is not None and sig_path.is_dir():
+        raise _OutputError(f"signature file {sig_path} is a directory")
 
     plan = plan_fat_image(args.source, size_bytes=size_kib * 1024 if size_kib else None,
                           label="BOOT", include=_include_filter(args.board, args.arch),
@@ -189,21 +200,23 @@ def _run(args: argparse.Namespace) -> int:
     kib = -(-plan.size_bytes // 1024)
     print(f"Using IMAGE_SIZE of {kib} (FAT{plan.fat_type})")
     if kib > LARGE_IMAGE_KIB:
-        print("Warning: Large image size detected. Try removing unused files.")
-    _write_outputs(plan, args.output, key, epoch)
-    print(f"Created image {args.output}")
-    if key is not None:
-        print(f"Signed image {args.output} -> {_sig_path(args.output)}")
+        print(f"Warning: the image is larger than {LARGE_IMAGE_KIB} KiB; consider leaving out files "
+              "that are not needed.")
+    _write_outputs(plan, output, key, sig_path, epoch)
+    print(f"Created image {output}")
+    if sig_path is not None:
+        print(f"Signed image {output} -> {sig_path}")
     return 0
 
 
 def _write_outputs(plan: FatPlan, output: Path, key: rsa.RSAPrivateKey | None,
-                   epoch: int | None) -> None:
+                   sig_path: Path | None, epoch: int | None) -> None:
     """Write image (and .sig) to temp files beside them, then os.replace both."""
     temps: list[Path] = []
+    finals = [output] if sig_path is None else [output, sig_path]
     try:
-        _write_temps(plan, output, key, epoch, temps)
-        for tmp, final in zip(temps, (output, _sig_path(output))):
+        _write_temps(plan, output, key, sig_path, epoch, temps)
+        for tmp, final in zip(temps, finals):
             os.replace(tmp, final)
         temps.clear()
     except OSError as exc:
@@ -215,14 +228,14 @@ def _write_outputs(plan: FatPlan, output: Path, key: rsa.RSAPrivateKey | None,
 
 
 def _write_temps(plan: FatPlan, output: Path, key: rsa.RSAPrivateKey | None,
-                 epoch: int | None, temps: list[Path]) -> None:
+                 sig_path: Path | None, epoch: int | None, temps: list[Path]) -> None:
     img_tmp = _temp_in(output.parent, output.name)
     temps.append(img_tmp)
     with open(img_tmp, "r+b") as out:
         write_fat_image(plan, out)
         os.fsync(out.fileno())
-    if key is not None:
-        sig_tmp = _temp_in(output.parent, _sig_path(output).name)
+    if key is not None and sig_path is not None:
+        sig_tmp = _temp_in(sig_path.parent, sig_path.name)
         temps.append(sig_tmp)
         ts = epoch if epoch is not None else int(time.time())
         sig_tmp.write_text(_signature_text(img_tmp, key, ts), encoding="ascii")

@@ -1,9 +1,15 @@
 """Helpers shared by the EEPROM / secure-boot command-line tools.
 
-Exit codes used by every tool:
+Exit codes of the tools that report errors through run_tool()
+(rpi-eeprom-config, rpi-eeprom-digest, rpi-sign-bootcode,
+rpi-bootloader-key-convert, update-pieeprom):
     0  success
     1  runtime error (bad input file, failed signature, missing file, ...)
     2  command-line usage error (argparse)
+
+rpi-make-boot-image does not use run_tool(): it keeps 0 and 2 with the same
+meaning but splits runtime errors into 3 (source), 4 (size), 5 (output) and
+6 (signing key); see its module docstring.
 """
 
 from __future__ import annotations
@@ -59,6 +65,90 @@ def atomic_write(path: str | os.PathLike[str], data: bytes) -> None:
     except BaseException:
         _remove_quietly(tmp_name)
         raise
+
+
+def write_files_atomically(files: Sequence[tuple[str, bytes]]) -> None:
+    """Replace several files so that either all of them change or none does.
+
+    Every new content is first written to a temp file beside its target; only
+    when all of them are complete are the targets replaced, in the given
+    order.  Should a replacement fail half way, the targets already replaced
+    are put back (or removed when they did not exist before).  Putting an
+    old file back relies on a hard link to it; where the file system has no
+    hard links, the half-updated target is removed instead.
+    """
+    staged: list[tuple[str, str]] = []
+    try:
+        for path, data in files:
+            staged.append((path, _stage(path, data)))
+        _swap_in(staged)
+    finally:
+        for _path, tmp in staged:
+            _remove_quietly(tmp)
+
+
+def _stage(path: str, data: bytes) -> str:
+    target = Path(path)
+    directory = target.parent if str(target.parent) else Path(".")
+    try:
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=directory)
+    except OSError as err:
+        raise ToolError(f"cannot write '{path}': {err.strerror or err}") from None
+    try:
+        with os.fdopen(fd, "wb") as out:
+            out.write(data)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp_name, 0o666 & ~umask)
+    except OSError as err:
+        _remove_quietly(tmp_name)
+        raise ToolError(f"cannot write '{path}': {err.strerror or err}") from None
+    return tmp_name
+
+
+def _swap_in(staged: Sequence[tuple[str, str]]) -> None:
+    done: list[tuple[str, str | None]] = []   # (target, backup of the old file or None)
+    try:
+        for path, tmp in staged:
+            backup = _backup(path)
+            try:
+                os.replace(tmp, path)
+            except OSError as err:
+                if backup is not None:
+                    _remove_quietly(backup)
+                raise ToolError(f"cannot write '{path}': {err.strerror or err}") from None
+            done.append((path, backup))
+    except BaseException:
+        for path, backup in reversed(done):
+            if backup is None:
+                _remove_quietly(path)
+            else:
+                try:
+                    os.replace(backup, path)
+                except OSError:
+                    _remove_quietly(backup)
+        raise
+    for _path, backup in done:
+        if backup is not None:
+            _remove_quietly(backup)
+
+
+def _backup(path: str) -> str | None:
+    """Hard-link an existing regular file to a temp name so it can be restored."""
+    if not os.path.isfile(path):
+        return None
+    target = Path(path)
+    directory = target.parent if str(target.parent) else Path(".")
+    for attempt in range(100):
+        name = str(directory / f".{target.name}.old{os.getpid()}.{attempt}")
+        try:
+            os.link(path, name)
+            return name
+        except FileExistsError:
+            continue
+        except OSError:
+            return None
+    return None
 
 
 def _remove_quietly(path: str) -> None:

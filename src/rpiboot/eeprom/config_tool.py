@@ -24,13 +24,14 @@ from pathlib import Path
 from typing import Sequence
 
 from . import image as img
-from .common import ToolError, atomic_write, read_file, run_tool, write_stdout
+from .common import ToolError, atomic_write, read_file, run_tool, write_files_atomically, write_stdout
 from .signing import load_rsa_key, pubkey_bin
 
 PROG = "rpi-eeprom-config"
 
 DESCRIPTION = """\
-Bootloader EEPROM configuration tool for the Raspberry Pi 4 and Raspberry Pi 5.
+Show, extract or change what is stored in a Raspberry Pi 4 / Pi 5 bootloader
+EEPROM image file.
 
   rpi-eeprom-config pieeprom.bin [--out boot.conf]
       print (or save) the bootloader configuration of an EEPROM image
@@ -115,10 +116,16 @@ def emit(data: bytes, out: str | None) -> None:
 
 
 def extract(image: img.EepromImage) -> None:
-    for name, data in image.extractable_files():
+    """Write every file of the image to the current directory, all or nothing."""
+    files = image.extractable_files()
+    for name, _data in files:
         if not name or "/" in name or "\\" in name or name in (".", ".."):
             raise ToolError(f"refusing to extract unsafe file name '{name}'")
-        atomic_write(name, data)
+        if os.path.isdir(name):
+            raise ToolError(f"cannot extract '{name}': a directory of that name exists")
+    # A repeated name (updatetime in A/B images) carries the same content each time.
+    unique = dict(files)
+    write_files_atomically(list(unique.items()))
 
 
 def edit(image: img.EepromImage, out: str) -> None:
@@ -127,14 +134,20 @@ def edit(image: img.EepromImage, out: str) -> None:
         conf = Path(tmp) / "boot.conf"
         conf.write_bytes(image.config)
         try:
-            code = subprocess.call(shlex.split(editor) + [str(conf)])
+            command = shlex.split(editor)
+        except ValueError as err:
+            raise ToolError(f"cannot parse $EDITOR '{editor}': {err}") from None
+        if not command:
+            raise ToolError("$EDITOR is set but empty")
+        try:
+            code = subprocess.call(command + [str(conf)])
         except OSError as err:
             raise ToolError(f"cannot run editor '{editor}': {err.strerror or err}") from None
         if code != 0:
-            raise ToolError(f"aborting update because '{editor}' exited with code {code}")
+            raise ToolError(f"editor '{editor}' failed (exit code {code}); the image was not changed")
         new_config = conf.read_bytes()
     if len(new_config.splitlines()) < 2:
-        raise ToolError("aborting update because the edited config appears to be empty")
+        raise ToolError("the edited config has fewer than two lines; the image was not changed")
     if len(new_config) > img.MAX_FILE_SIZE:
         raise ToolError(f"edited config is too large ({len(new_config)} bytes)")
     image.update_file(img.BOOTCONF_TXT, new_config)

@@ -10,7 +10,10 @@ non-empty, else the current time.
 Differences from upstream: keys must be RSA-2048 PEM/DER files (PKCS#11
 URIs are not supported, use an HSM wrapper); the HSM wrapper output is
 checked to be a 256-byte hex signature; missing -i/-o is a usage error
-(exit 2) instead of printing the help.
+(exit 2) instead of printing the help; -c accepts only 2711 or 2712 and
+SOURCE_DATE_EPOCH only digits, so neither can add lines to the .sig file; a
+failed check says so on stderr as "rpi-eeprom-digest: error: ..." (upstream
+printed "FILE not verified") while stdout still reads "Verification failure".
 """
 
 from __future__ import annotations
@@ -25,31 +28,34 @@ from .signing import (load_private_key, load_rsa_key, make_sig_file, run_hsm_wra
 
 PROG = "rpi-eeprom-digest"
 
-USAGE = """\
-rpi-eeprom-digest [-k RSA_KEY] -i IMAGE -o OUTPUT
+USAGE_LINE = "rpi-eeprom-digest [-c SOC] [-k KEY | -H WRAPPER] -i FILE (-o SIGFILE | -v SIGFILE)"
 
-Generate .sig files holding the SHA256 digest, a timestamp and an optional
-RSA-2048 (PKCS#1 v1.5, SHA-256) signature, or verify one.
+USAGE = f"""\
+usage: {USAGE_LINE}
 
-Options:
-   -c Optional target SoC name for firmware updates (2711 or 2712).
-   -i The source image, e.g., boot.img
-   -o The name of the digest/signature file
-   -k Optional RSA private key (PEM); the PUBLIC key when verifying with -v
-   -H The name of the HSM wrapper script to invoke (called as
-      'wrapper -a rsa2048-sha256 IMAGE', prints the signature in hex)
-   -v Verify the given .sig file against IMAGE using the public key -k
+Write a .sig file for FILE: its SHA-256, a "ts:" timestamp and, when a key or
+HSM wrapper is given, an RSA-2048 PKCS#1 v1.5 signature over the SHA-256.
+With -v, check such a .sig file instead.
 
-Examples:
-   rpi-eeprom-digest -i pieeprom.bin -o pieeprom.sig
-   rpi-eeprom-digest -k private.pem -i boot.img -o boot.sig
-   rpi-eeprom-digest -H hsm-wrapper -i bootconf.txt -o bootconf.sig
-   rpi-eeprom-digest -k public.pem -i boot.img -v boot.sig
+  -i FILE      file to digest (an OS boot.img, an EEPROM image, boot.conf ...)
+  -o SIGFILE   .sig file to write
+  -c SOC       add a "target-soc:" line; SOC is 2711 or 2712
+  -k KEY       RSA-2048 key file: private to sign, public (or private) for -v
+  -H WRAPPER   sign through WRAPPER instead of a key file; it is run as
+               'WRAPPER -a rsa2048-sha256 FILE' and must print the hex signature
+  -v SIGFILE   check the signature in SIGFILE against FILE (needs -k)
+  -h           show this text
+
+For example, a plain digest of an EEPROM image:
+    rpi-eeprom-digest -o pieeprom.sig -i pieeprom.bin
+signing an OS image for secure boot, then checking the result:
+    rpi-eeprom-digest -k my-key.pem -i os/boot.img -o os/boot.sig
+    rpi-eeprom-digest -k my-key.pub.pem -i os/boot.img -v os/boot.sig
 """
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog=PROG, add_help=False, usage=USAGE.splitlines()[0])
+    parser = argparse.ArgumentParser(prog=PROG, add_help=False, usage=USAGE_LINE)
     parser.add_argument("-c", dest="target_soc", default="")
     parser.add_argument("-i", dest="image")
     parser.add_argument("-k", dest="key", default="")
@@ -81,7 +87,7 @@ def verify_sig(args: argparse.Namespace, data: bytes) -> int:
         return 0
     print("Verification failure")
     sys.stdout.flush()
-    sys.stderr.write(f"{args.image} not verified\n")
+    sys.stderr.write(f"{PROG}: error: the signature in {args.signature} does not match {args.image}\n")
     return 1
 
 
@@ -95,10 +101,12 @@ def _main(argv: Sequence[str] | None) -> int:
     data = read_file(args.image, "source image")
     if args.signature is not None:
         if not args.key:
-            raise ToolError("option -v also requires passing the public key via -k", 2)
+            raise ToolError("checking a signature (-v) needs the key to check it with (-k)", 2)
         return verify_sig(args, data)
     if not args.output:
         raise ToolError("missing output file (-o)", 2)
+    if args.target_soc not in ("", "2711", "2712"):
+        raise ToolError(f"-c takes 2711 or 2712, not {args.target_soc!r}", 2)
     write_sig(args, data)
     return 0
 

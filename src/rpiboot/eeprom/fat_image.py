@@ -623,20 +623,34 @@ def _fat_table(plan: FatPlan) -> bytes:
 
 
 def _copy_file(node: _Node, out: BinaryIO, offset: int) -> None:
+    """Copy a source file into the image.
+
+    Only errors reading the source become SourceError; an OSError from
+    ``out`` (for example a full disk) propagates unchanged so the caller can
+    report it as an output problem.
+    """
     out.seek(offset)
     remaining = node.size
     try:
-        with open(node.path, "rb") as src:
-            while remaining:
-                chunk = src.read(min(_COPY_CHUNK, remaining))
-                if not chunk:
-                    raise SourceError(f"file shrank while building the image: {node.path}")
-                out.write(chunk)
-                remaining -= len(chunk)
-            if src.read(1):
-                raise SourceError(f"file grew while building the image: {node.path}")
+        src = open(node.path, "rb")
     except OSError as exc:
-        raise SourceError(f"cannot read {node.path}: {exc.strerror}") from exc
+        raise SourceError(f"cannot read {node.path}: {exc.strerror or exc}") from exc
+    with src:
+        while remaining:
+            chunk = _read_source(src, node, min(_COPY_CHUNK, remaining))
+            if not chunk:
+                raise SourceError(f"file shrank while building the image: {node.path}")
+            out.write(chunk)
+            remaining -= len(chunk)
+        if _read_source(src, node, 1):
+            raise SourceError(f"file grew while building the image: {node.path}")
+
+
+def _read_source(src: BinaryIO, node: _Node, size: int) -> bytes:
+    try:
+        return src.read(size)
+    except OSError as exc:
+        raise SourceError(f"cannot read {node.path}: {exc.strerror or exc}") from exc
 
 
 def write_fat_image(plan: FatPlan, out: BinaryIO) -> None:

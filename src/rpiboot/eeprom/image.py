@@ -191,9 +191,10 @@ class EepromImage:
         self._bootcode_section()
         next_offset = self._next_data_section(0, -1)
         if next_offset < 0:
-            raise ToolError("update-bootcode: failed to find the section after bootcode.bin")
+            raise ToolError(f"{self.name}: bootcode.bin is not followed by another section; cannot replace it")
         if not self.is_ab and next_offset < BOOTCODE_RESERVED:
-            raise ToolError("update-bootcode: can't update image - 128K must be reserved for bootcode")
+            raise ToolError(f"{self.name}: bootcode.bin cannot be replaced: this image does not keep the "
+                            "first 128K free for it")
         footprint = SECTION_HDR_LEN + len(data)
         if footprint > next_offset:
             raise ToolError(
@@ -209,7 +210,7 @@ class EepromImage:
         self._bytes[pad_start:aligned] = b"\xff" * (aligned - pad_start)
         pad_start = aligned
         pad_bytes = next_offset - pad_start
-        # By convention bootconf.txt is the last section and needs no pad header.
+        # The final file (bootconf.txt in practice) gets no padding section header.
         if pad_bytes >= SECTION_HDR_LEN and not is_last:
             pad_bytes -= SECTION_HDR_LEN
             struct.pack_into(">LL", self._bytes, pad_start, PAD_MAGIC, pad_bytes)
@@ -230,7 +231,7 @@ class EepromImage:
         self._write_file_prefix(slot, words)
         slot = self.find_file(UPDATE_TIME_FILENAME, READ_ONLY_SIZE, PARTITION_END)
         if slot is None:
-            raise ToolError("failed to find the updatetime file in the partition")
+            raise ToolError(f"{self.name}: the image has no {UPDATE_TIME_FILENAME} file to hold the timestamp")
         self._write_file_prefix(slot, words)
 
     def _write_file_prefix(self, slot: FileSlot, data: bytes) -> None:

@@ -9,7 +9,8 @@ little-endian).  ``--print-key-hash`` prints the SHA-256 of pubkey.bin, which
 is the value the bootloader programs into OTP as CUSTOMER_KEY_HASH (and logs
 as "Customer key hash"); with it the converted key is only written when
 --output is given.  The PEM input may be a public or a private key; only the
-public part is used.  Exit codes: 0 success, 1 error, 2 usage error.
+public part is used.  A ``--inform bin`` input must be exactly 264 bytes
+and hold a 2048-bit modulus.  Exit codes: 0 success, 1 error, 2 usage error.
 """
 
 from __future__ import annotations
@@ -27,8 +28,8 @@ PROG = "rpi-bootloader-key-convert"
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog=PROG,
-        description="Converts RSA keys between PEM format and the raw binary format "
-                    "used by the Raspberry Pi bootloader")
+        description="Turn an RSA-2048 PEM key into the 264-byte pubkey.bin layout the "
+                    "Raspberry Pi bootloader reads, or a pubkey.bin back into a PEM public key.")
     parser.add_argument("input", nargs="+", help="input key file (only the first is used)")
     parser.add_argument("--inform", default="pem", help="input format: pem (default) or bin")
     parser.add_argument("--output", help="output file (default: stdout)")
@@ -44,7 +45,7 @@ def convert(inform: str, path: str) -> tuple[bytes, bytes]:
         return binary, binary
     if inform == "bin":
         data = read_file(path, "key file")
-        key = public_key_from_bin(data, path)
+        key = public_key_from_bin(data, path, exact=True)
         return public_pem(key), data[:264]
     raise ToolError(f"unknown input format '{inform}' (expected pem or bin)", 2)
 

@@ -5,14 +5,15 @@
   rpi-sign-bootcode -c 2711 -i bootcode.bin -o signed.bin -k private.pem -m hmac.key
   rpi-sign-bootcode -c 2712 -e signed.bin      (dump the signature blocks)
 
-Without -o the signed image is written to stdout in base64; without -i the
-input is read from stdin as base64.  ``-v`` is the anti-rollback version
+With no -o, the result goes to stdout base64-encoded; with no -i, the input
+is taken base64-encoded from stdin.  ``-v`` is the anti-rollback version
 (0-32), not verbosity.  Exit codes: 0 success, 1 error, 2 usage error.
 
 Differences from upstream: only chips 2711 and 2712 are accepted (upstream
 silently did nothing for others); keys must be RSA-2048; the HSM wrapper
 output is checked to be a 256-byte hex signature; no output file is created
-when signing fails.
+when signing fails; -e on a file without a signature block is an error
+(exit 1) rather than printing nothing or garbage.
 """
 
 from __future__ import annotations
@@ -26,14 +27,15 @@ from typing import Sequence
 from .common import ToolError, atomic_write, read_file, run_tool, write_stdout
 from .signing import (Signer, format_signature_block_2711, format_signature_blocks_2712,
                       hsm_signer, key_signer, load_hmac_key, load_private_key, load_rsa_key,
-                      pubkey_bin, sign_bootcode_2711, sign_bootcode_2712)
+                      has_signature_block_2711, pubkey_bin, sign_bootcode_2711,
+                      sign_bootcode_2712, signature_blocks_2712)
 
 PROG = "rpi-sign-bootcode"
 
 DESCRIPTION = """\
-Signs a second stage bootloader image. Counter-signing a Raspberry Pi signed
-bootcode.bin is the same operation with the signed file as input and key
-number 16. An HSM wrapper is called as 'wrapper -a rsa2048-sha256 FILE' and
+Append an RSA signature block to a second-stage bootloader (bootcode.bin,
+recovery.bin). To counter-sign a file Raspberry Pi already signed, give it as
+input with key number 16. An HSM wrapper is called as 'wrapper -a rsa2048-sha256 FILE' and
 must print the PKCS#1 v1.5 signature in hex; the public key must then be given
 with -p."""
 
@@ -97,8 +99,12 @@ def _main(argv: Sequence[str] | None) -> int:
     if args.extract:
         data = read_file(args.extract, "signed file")
         if args.chip == 2712:
+            if not signature_blocks_2712(data):
+                raise ToolError(f"no signature block found in '{args.extract}'")
             sys.stdout.write(format_signature_blocks_2712(data))
         else:
+            if not has_signature_block_2711(data):
+                raise ToolError(f"no signature block found in '{args.extract}'")
             sys.stdout.write(format_signature_block_2711(data))
         return 0
     signed = sign(args)

@@ -56,7 +56,7 @@ def load_rsa_key(path: str) -> RsaKey:
     if not isinstance(key, (rsa.RSAPrivateKey, rsa.RSAPublicKey)):
         raise ToolError(f"key '{path}' is not an RSA key")
     if key.key_size != RSA_BITS:
-        raise ToolError(f"key '{path}': RSA key size must be {RSA_BITS} bits, got {key.key_size}")
+        raise ToolError(f"key '{path}' has {key.key_size} bits; only {RSA_BITS}-bit RSA keys are supported")
     return key
 
 
@@ -96,11 +96,15 @@ def pubkey_bin(key: RsaKey) -> bytes:
     return numbers.n.to_bytes(256, "little") + numbers.e.to_bytes(8, "little")
 
 
-def public_key_from_bin(data: bytes, name: str = "pubkey.bin") -> rsa.RSAPublicKey:
-    if len(data) < PUBKEY_BIN_LEN:
+def public_key_from_bin(data: bytes, name: str = "pubkey.bin", exact: bool = False) -> rsa.RSAPublicKey:
+    """Decode the bootloader key format; exact=True also demands exactly 264
+    bytes and a 2048-bit modulus (for standalone pubkey.bin files)."""
+    if len(data) < PUBKEY_BIN_LEN or (exact and len(data) != PUBKEY_BIN_LEN):
         raise ToolError(f"{name}: expected {PUBKEY_BIN_LEN} bytes, got {len(data)}")
     n = int.from_bytes(data[:256], "little")
     e = int.from_bytes(data[256:PUBKEY_BIN_LEN], "little")
+    if exact and n.bit_length() != RSA_BITS:
+        raise ToolError(f"{name}: the modulus is {n.bit_length()} bits, expected {RSA_BITS}")
     try:
         return rsa.RSAPublicNumbers(e, n).public_key()
     except ValueError as err:
@@ -182,7 +186,12 @@ def hsm_signer(wrapper: str) -> Signer:
 def sig_timestamp() -> str:
     """SOURCE_DATE_EPOCH when set and non-empty, else the current time."""
     env = os.environ.get("SOURCE_DATE_EPOCH", "")
-    return env if env else str(int(time.time()))
+    if not env:
+        return str(int(time.time()))
+    # Only plain decimal digits: the value is copied into the .sig text as is.
+    if not (env.isascii() and env.isdigit()):
+        raise ToolError(f"SOURCE_DATE_EPOCH must be a whole number of seconds, not {env!r}")
+    return env
 
 
 def make_sig_file(data: bytes, timestamp: str, target_soc: str = "",
@@ -315,6 +324,15 @@ def format_signature_blocks_2712(data: bytes) -> str:
         if block.sig_type != "rpi":
             out.append("")
     return "".join(line + "\n" for line in out)
+
+
+def has_signature_block_2711(data: bytes) -> bool:
+    """True when the trailer's length field points exactly at the trailer itself."""
+    header = len(data) - 20 - SIGNATURE_LEN - 8
+    if header < 0:
+        return False
+    length, keynum = struct.unpack_from("<ii", data, header)
+    return length == header and (0 <= keynum <= 4 or keynum == CUSTOMER_KEYNUM)
 
 
 def format_signature_block_2711(data: bytes) -> str:

@@ -6,8 +6,10 @@ counter-signing the firmware (-f) and recovery.bin (-r, writes bootcode5.bin).
 
 Exit codes: 0 success, 1 error, 2 usage error.  Differences from the script:
 no ``set -x`` trace, no rpi-eeprom submodule warning, an unknown option is a
-usage error (the script printed the help and carried on), and outputs are
-written atomically.
+usage error (the script printed the help and carried on), keys and inputs are
+all checked before anything is written, and the outputs (image, .sig and
+with -f also bootcode5.bin / pieeprom.signed_boot.bin) are replaced together
+at the end, so a failing run leaves the previous outputs untouched.
 """
 
 from __future__ import annotations
@@ -17,14 +19,16 @@ import os
 import re
 import shutil
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Sequence
 
+from cryptography.hazmat.primitives.asymmetric import rsa
+
 from . import image as img
-from .common import ToolError, atomic_write, read_file, run_tool
-from .signing import (hsm_signer, key_signer, load_private_key, load_rsa_key, make_sig_file,
-                      pubkey_bin, run_hsm_wrapper, sig_timestamp, sign_bootcode_2712,
-                      sign_pkcs1v15, verify_pkcs1v15)
+from .common import ToolError, read_file, run_tool, write_files_atomically
+from .signing import (RsaKey, Signer, hsm_signer, key_signer, load_private_key, load_rsa_key,
+                      make_sig_file, pubkey_bin, run_hsm_wrapper, sig_timestamp,
+                      sign_bootcode_2712, sign_pkcs1v15, verify_pkcs1v15)
 
 PROG = "update-pieeprom"
 
@@ -33,33 +37,35 @@ SECURE_BOOT_MIN_VERSION = 1632136573
 RECOVERY_SRC = "recovery.original.bin"
 RECOVERY_DST = "bootcode5.bin"
 SIGNED_BOOT_IMAGE = "pieeprom.signed_boot.bin"
+CUSTOMER_KEYNUM = 16
 
-USAGE = """\
-    update-pieeprom [key]
+USAGE_LINE = "update-pieeprom [-c CONF] [-i IMAGE] [-o OUTPUT] [-k KEY] [-p PUBKEY] [-H WRAPPER] [-f] [-r]"
 
-    Updates an EEPROM image by replacing the configuration file and generates
-    the new pieeprom.sig file.
+USAGE = f"""\
+usage: {USAGE_LINE}
 
-    The bootloader configuration may also be signed by specifying the name
-    of an .pem with containing a 2048bit RSA public/private key pair.
+Put a new bootloader configuration into an EEPROM image and write the image
+digest file next to it (OUTPUT with its extension replaced by .sig).
 
-    -c Bootloader config file - default: "boot.conf"
-    -i Source EEPROM image - default: "pieeprom.original.bin"
-    -o Output EEPROM image - default: "pieeprom.bin"
-    -H The name of the HSM wrapper script to invoke - default ""
-    -k Optional RSA private key PEM file.
-    -p Optional RSA public key PEM file - required if using a HSM wrapper
+Inputs and outputs:
+  -c CONF     configuration to store (default boot.conf)
+  -i IMAGE    EEPROM image to start from (default pieeprom.original.bin)
+  -o OUTPUT   image to create (default pieeprom.bin)
 
-    Flags:
-    -f Countersign the EEPROM firmware (also enabled by SIGN_FIRMWARE=1)
-    -r Countersign recovery.bin as bootcode5.bin. Once secure-boot has been
-       enabled (but not before!) recovery.bin must be countersigned in
-       addition to bootcode.bin.
-
-The -k argument signs the EEPROM configuration using the specified RSA 2048
-bit private key in PEM format. It also embeds the public portion of the RSA
-key pair in the EEPROM image so that the bootloader can verify the signed OS
-image. If -p is not given the public key is taken from the -k key.
+Secure boot:
+  -k KEY      RSA-2048 private key file; signs the configuration and stores
+              the public half in the image for the bootloader to check the
+              OS boot image against
+  -p PUBKEY   public key file to store instead of the one derived from -k;
+              mandatory together with -H
+  -H WRAPPER  program that produces the signatures instead of a key file
+              (called as 'WRAPPER -a rsa2048-sha256 FILE', prints hex)
+  -f          also counter-sign the bootloader firmware in the image
+              (SIGN_FIRMWARE=1 in the environment does the same)
+  -r          with -f: counter-sign recovery.original.bin into bootcode5.bin;
+              without it bootcode5.bin is a plain copy.  Only use -r once
+              secure boot is already enabled on the device.
+  -h          show this text
 """
 
 
@@ -75,8 +81,34 @@ class Options:
     sign_recovery: bool
 
 
+@dataclass
+class Keys:
+    """What is needed to sign: a signing function and the public key to embed."""
+    signer: Signer | None = None
+    private_key: rsa.RSAPrivateKey | None = None
+    public_key: RsaKey | None = None
+
+    @property
+    def active(self) -> bool:
+        return self.public_key is not None
+
+
+@dataclass
+class Outputs:
+    """Files to create, in the order they are replaced on disk."""
+    files: list[tuple[str, bytes]] = field(default_factory=list)
+
+    def add(self, path: str, data: bytes) -> None:
+        self.files.append((path, data))
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str):  # type: ignore[override]
+        self.exit(2, f"usage: {USAGE_LINE}\n{PROG}: error: {message}\n")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog=PROG, add_help=False, usage=USAGE.splitlines()[1].strip())
+    parser = _Parser(prog=PROG, add_help=False, usage=USAGE_LINE)
     parser.add_argument("-c", dest="config", default="boot.conf")
     parser.add_argument("-i", dest="src_image", default="pieeprom.original.bin")
     parser.add_argument("-o", dest="dst_image", default="pieeprom.bin")
@@ -89,88 +121,98 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def check_options(args: argparse.Namespace) -> Options:
-    if args.pem_file is not None:
-        if not args.pem_file:
-            raise ToolError("private key not specified [-k]", 2)
-        if not os.path.isfile(args.pem_file):
-            raise ToolError(f"private key file {args.pem_file} not found")
-    if not os.path.isfile(args.src_image):
-        raise ToolError(f'source image "{args.src_image}" not found')
-    if not os.path.isfile(args.config):
-        raise ToolError(f'bootloader config file "{args.config}" not found')
-    if args.hsm_wrapper:
-        if shutil.which(args.hsm_wrapper) is None:
-            raise ToolError(f'HSM wrapper script "{args.hsm_wrapper}" not found')
-        if not args.public_pem_file:
-            raise ToolError("public key (-p public.pem) must specified in HSM mode", 2)
-        if not os.path.isfile(args.public_pem_file):
-            raise ToolError(f'public key "{args.public_pem_file}" not found')
-    pem = args.pem_file or ""
-    return Options(args.config, args.src_image, args.dst_image, pem,
-                   args.public_pem_file or pem, args.hsm_wrapper,
-                   args.sign_firmware or os.environ.get("SIGN_FIRMWARE", "0") == "1",
-                   args.sign_recovery)
-
-
 def sig_path_for(dst_image: str) -> str:
     """pieeprom.bin -> pieeprom.sig (strip the last extension of the file name)."""
     return re.sub(r"\.[^./]*$", "", dst_image) + ".sig"
 
 
-def remove_file(path: str) -> None:
-    try:
-        os.unlink(path)
-    except FileNotFoundError:
-        pass
-    except OSError as err:
-        raise ToolError(f"cannot remove '{path}': {err.strerror or err}") from None
+def check_output_path(dst_image: str) -> str:
+    """Validate -o and return the path of its digest file."""
+    if not dst_image:
+        raise ToolError("the output image name (-o) is empty", 2)
+    if dst_image.endswith(("/", os.sep)) or os.path.isdir(dst_image):
+        raise ToolError(f"output image '{dst_image}' is a directory; -o needs a file name", 2)
+    sig_path = sig_path_for(dst_image)
+    if os.path.abspath(sig_path) == os.path.abspath(dst_image):
+        raise ToolError(f"output image '{dst_image}' would be overwritten by its own digest "
+                        f"file; choose a name not ending in .sig", 2)
+    if os.path.isdir(sig_path):
+        raise ToolError(f"digest file '{sig_path}' for the output image is a directory")
+    return sig_path
 
 
-def countersign(opts: Options, payload: bytes) -> bytes:
-    """Counter-sign a firmware blob with key number 16, version 0."""
+def check_options(args: argparse.Namespace) -> Options:
+    if args.pem_file is not None:
+        if not args.pem_file:
+            raise ToolError("-k was given an empty key file name", 2)
+        if not os.path.isfile(args.pem_file):
+            raise ToolError(f"cannot find the private key '{args.pem_file}'")
+    if not os.path.isfile(args.src_image):
+        raise ToolError(f"cannot find the source image '{args.src_image}'")
+    if not os.path.isfile(args.config):
+        raise ToolError(f"cannot find the config file '{args.config}'")
+    if args.hsm_wrapper:
+        if shutil.which(args.hsm_wrapper) is None:
+            raise ToolError(f"cannot find the HSM wrapper '{args.hsm_wrapper}'")
+        if not args.public_pem_file:
+            raise ToolError("an HSM wrapper (-H) needs the public key as well (-p public.pem)", 2)
+        if not os.path.isfile(args.public_pem_file):
+            raise ToolError(f"cannot find the public key '{args.public_pem_file}'")
+    pem = args.pem_file or ""
+    opts = Options(args.config, args.src_image, args.dst_image, pem,
+                   args.public_pem_file or pem, args.hsm_wrapper,
+                   args.sign_firmware or os.environ.get("SIGN_FIRMWARE", "0") == "1",
+                   args.sign_recovery)
+    if opts.sign_firmware and not (opts.pem_file or opts.hsm_wrapper):
+        raise ToolError("counter-signing the firmware (-f) needs a key (-k) or an HSM wrapper (-H)", 2)
+    return opts
+
+
+def load_keys(opts: Options) -> Keys:
+    """Load every key up front so a bad key fails before any work is done."""
     if opts.hsm_wrapper:
-        signer = hsm_signer(opts.hsm_wrapper)
-        pubkey = pubkey_bin(load_rsa_key(opts.public_pem_file))
-    else:
-        if not os.path.isfile(opts.pem_file):
-            raise ToolError(f"sign-firmware: key-file {opts.pem_file} not found")
-        key = load_private_key(opts.pem_file)
-        signer, pubkey = key_signer(key), pubkey_bin(key)
-    return sign_bootcode_2712(payload, signer, pubkey, keynum=16, version=0)
+        return Keys(signer=hsm_signer(opts.hsm_wrapper), public_key=load_rsa_key(opts.public_pem_file))
+    if opts.pem_file:
+        private = load_private_key(opts.pem_file)
+        public: RsaKey = load_rsa_key(opts.public_pem_file) if opts.public_pem_file != opts.pem_file \
+            else private
+        return Keys(signer=key_signer(private), private_key=private, public_key=public)
+    return Keys()
 
 
-def sign_recovery(opts: Options) -> None:
+def customer_countersign(keys: Keys, blob: bytes) -> bytes:
+    """Append a customer (key 16, version 0) BCM2712 signature trailer."""
+    assert keys.signer is not None and keys.public_key is not None
+    return sign_bootcode_2712(blob, keys.signer, pubkey_bin(keys.public_key),
+                              keynum=CUSTOMER_KEYNUM, version=0)
+
+
+def prepare_recovery(opts: Options, keys: Keys, outputs: Outputs) -> None:
+    """Queue bootcode5.bin: counter-signed with -r, else a plain copy."""
     print(f"SIGN_RECOVERY: {int(opts.sign_recovery)}")
-    if opts.sign_recovery:
-        if os.path.isfile(RECOVERY_SRC):
-            print(f"Signing {RECOVERY_SRC} as {RECOVERY_DST}")
-            remove_file(RECOVERY_DST)
-            atomic_write(RECOVERY_DST, countersign(opts, read_file(RECOVERY_SRC, "recovery image")))
-    else:
+    if not opts.sign_recovery:
         print("Using unsigned recovery.bin")
-        remove_file(RECOVERY_DST)
-        atomic_write(RECOVERY_DST, read_file(RECOVERY_SRC, "recovery image"))
+        outputs.add(RECOVERY_DST, read_file(RECOVERY_SRC, "recovery image"))
         print(f"'{RECOVERY_SRC}' -> '{RECOVERY_DST}'")
+        return
+    # Like the script, a missing recovery.original.bin is not an error with -r.
+    if os.path.isfile(RECOVERY_SRC):
+        print(f"Signing {RECOVERY_SRC} as {RECOVERY_DST}")
+        outputs.add(RECOVERY_DST, customer_countersign(keys, read_file(RECOVERY_SRC, "recovery image")))
 
 
-def sign_firmware(opts: Options, src_image: str) -> str:
-    """Counter-sign bootcode.bin (and bootsys); return the image to continue from."""
-    sign_recovery(opts)
-    if not os.path.isfile(src_image):
-        return src_image
-    print(f"Signing {src_image} as {SIGNED_BOOT_IMAGE}")
-    data = read_file(src_image, "source image")
-    image = img.EepromImage(data, src_image)
-    signed_bootcode = countersign(opts, image.get_file(img.BOOTCODE_BIN))
-    signed_bootsys = None
-    if img.is_ab_capable(data):
-        signed_bootsys = countersign(opts, image.get_file(img.BOOTSYS_BIN))
-    image.update_bootcode(signed_bootcode)
-    if signed_bootsys is not None:
-        image.update_file(img.BOOTSYS_BIN, signed_bootsys)
-    atomic_write(SIGNED_BOOT_IMAGE, image.to_bytes())
-    return SIGNED_BOOT_IMAGE
+def countersign_image_firmware(src_name: str, src_data: bytes, keys: Keys) -> bytes:
+    """Return the image with bootcode.bin (and bootsys on A/B images) counter-signed."""
+    print(f"Signing {src_name} as {SIGNED_BOOT_IMAGE}")
+    eeprom = img.EepromImage(src_data, src_name)
+    new_bootcode = customer_countersign(keys, eeprom.get_file(img.BOOTCODE_BIN))
+    new_bootsys = None
+    if img.is_ab_capable(src_data):
+        new_bootsys = customer_countersign(keys, eeprom.get_file(img.BOOTSYS_BIN))
+    eeprom.update_bootcode(new_bootcode)
+    if new_bootsys is not None:
+        eeprom.update_file(img.BOOTSYS_BIN, new_bootsys)
+    return eeprom.to_bytes()
 
 
 def build_timestamp(data: bytes) -> int | None:
@@ -182,40 +224,40 @@ def build_timestamp(data: bytes) -> int | None:
     return int(value) if value.isdigit() else None
 
 
-def sign_config(opts: Options, src_image: str, config: bytes) -> str:
-    """Return the .sig text for the config (printed like the script's `cat`)."""
-    version = build_timestamp(read_file(src_image, "source image"))
+def config_signature(opts: Options, keys: Keys, src_name: str, src_data: bytes,
+                     config: bytes) -> str:
+    """Return the .sig text for the config (also printed, like the script does)."""
+    version = build_timestamp(src_data)
     # The script's numeric test fails (and is skipped) when no single timestamp is found.
     if version is not None and version < SECURE_BOOT_MIN_VERSION:
-        raise ToolError(f"source bootloader image {src_image} does not support secure-boot. "
-                        "Please use a newer version.")
+        raise ToolError(f"{src_name} is a bootloader release from before secure-boot support "
+                        f"(build {version} < {SECURE_BOOT_MIN_VERSION}); use a newer image")
     print("Signing bootloader config")
     if opts.hsm_wrapper:
         rsa_hex = run_hsm_wrapper(opts.hsm_wrapper, opts.config)
-        if not verify_pkcs1v15(load_rsa_key(opts.public_pem_file), config, bytes.fromhex(rsa_hex)):
-            raise ToolError("failed to verify EEPROM config signed by HSM")
+        assert keys.public_key is not None
+        if not verify_pkcs1v15(keys.public_key, config, bytes.fromhex(rsa_hex)):
+            raise ToolError("the HSM signature of the config does not match the public key (-p)")
         print("Verified OK")
     else:
-        rsa_hex = sign_pkcs1v15(load_private_key(opts.pem_file), config).hex()
+        assert keys.private_key is not None
+        rsa_hex = sign_pkcs1v15(keys.private_key, config).hex()
     return make_sig_file(config, sig_timestamp(), "", rsa_hex)
 
 
-def update_eeprom(opts: Options, src_image: str) -> None:
-    config = read_file(opts.config, "config file")
+def build_eeprom(opts: Options, keys: Keys, src_name: str, src_data: bytes, config: bytes) -> bytes:
+    """The final image bytes with the new config (and signature / public key)."""
     sig_text = None
-    if opts.pem_file or opts.hsm_wrapper:
-        sig_text = sign_config(opts, src_image, config)
+    if keys.active:
+        sig_text = config_signature(opts, keys, src_name, src_data, config)
         sys.stdout.write(sig_text)
-    image = img.EepromImage(read_file(src_image, "source image"), src_image)
-    if len(config) > img.MAX_FILE_SIZE:
-        raise ToolError(f"config file '{opts.config}' is too large ({len(config)} bytes)")
-    remove_file(opts.dst_image)
-    image.update_file(img.BOOTCONF_TXT, config)
+    eeprom = img.EepromImage(src_data, src_name)
+    eeprom.update_file(img.BOOTCONF_TXT, config)
     if sig_text is not None:
-        image.update_file(img.BOOTCONF_SIG, sig_text.encode())
-        image.update_file(img.PUBKEY_BIN, pubkey_bin(load_rsa_key(opts.public_pem_file)))
-    atomic_write(opts.dst_image, image.to_bytes())
-    print(f"new-image: {opts.dst_image}\nsource-image: {src_image}\nconfig: {opts.config}")
+        assert keys.public_key is not None
+        eeprom.update_file(img.BOOTCONF_SIG, sig_text.encode())
+        eeprom.update_file(img.PUBKEY_BIN, pubkey_bin(keys.public_key))
+    return eeprom.to_bytes()
 
 
 def _main(argv: Sequence[str] | None) -> int:
@@ -224,15 +266,33 @@ def _main(argv: Sequence[str] | None) -> int:
         sys.stdout.write(USAGE)
         return 0
     opts = check_options(args)
-    dst_sig = sig_path_for(opts.dst_image)
-    remove_file(opts.dst_image)
-    remove_file(dst_sig)
-    src_image = opts.src_image
+    dst_sig = check_output_path(opts.dst_image)
+    keys = load_keys(opts)
+    config = read_file(opts.config, "config file")
+    if len(config) > img.MAX_FILE_SIZE:
+        raise ToolError(f"config file '{opts.config}' is too large ({len(config)} bytes)")
+    src_name = opts.src_image
+    src_data = read_file(src_name, "source image")
+
+    outputs = Outputs()
     if opts.sign_firmware:
-        src_image = sign_firmware(opts, src_image)
-    update_eeprom(opts, src_image)
-    dst = read_file(opts.dst_image, "output image")
-    atomic_write(dst_sig, make_sig_file(dst, sig_timestamp()).encode())
+        clash = {os.path.abspath(opts.dst_image), os.path.abspath(dst_sig)} & \
+            {os.path.abspath(RECOVERY_DST), os.path.abspath(SIGNED_BOOT_IMAGE)}
+        if clash:
+            raise ToolError(f"with -f, '{RECOVERY_DST}' and '{SIGNED_BOOT_IMAGE}' are written too; "
+                            f"choose another -o", 2)
+        prepare_recovery(opts, keys, outputs)
+        src_data = countersign_image_firmware(src_name, src_data, keys)
+        src_name = SIGNED_BOOT_IMAGE
+        outputs.add(SIGNED_BOOT_IMAGE, src_data)
+
+    new_image = build_eeprom(opts, keys, src_name, src_data, config)
+    # The digest goes in before the image: a failure between the two
+    # replacements is rolled back, see write_files_atomically().
+    outputs.add(dst_sig, make_sig_file(new_image, sig_timestamp()).encode())
+    outputs.add(opts.dst_image, new_image)
+    write_files_atomically(outputs.files)
+    print(f"new-image: {opts.dst_image}\nsource-image: {src_name}\nconfig: {opts.config}")
     sys.stdout.flush()
     return 0
 
