@@ -123,3 +123,25 @@ def validate(item: dict[str, Any]) -> list[str]:
                 and code not in ERROR_CODES:
             problems.append(f"{kind}: undocumented code {code!r}")
     return problems
+
+
+_TYPE_WORDS = {"str": "string", "int": "integer", "number": "number", "list": "array",
+               "dict": "object", "bool": "boolean"}
+
+
+def markdown_table() -> str:
+    """The README's table of event kinds and fields, generated from :data:`EVENT_SCHEMA`."""
+    rows = ["| event | `port` | fields |", "|---|---|---|"]
+    for kind, fields in EVENT_SCHEMA.items():
+        optional = OPTIONAL_FIELDS.get(kind, set())
+        described = []
+        for name, type_name in fields.items():
+            if name == "port":
+                continue
+            words = _TYPE_WORDS[type_name.rstrip("?")]
+            words += " or null" if type_name.endswith("?") else ""
+            words += " (optional)" if name in optional else ""
+            described.append(f"`{name}` {words}")
+        port = "" if "port" not in fields else ("optional" if "port" in optional else "yes")
+        rows.append(f"| `{kind}` | {port} | {', '.join(described)} |")
+    return "\n".join(rows)
