@@ -45,26 +45,12 @@ def read_file(path: str | os.PathLike[str], what: str = "file") -> bytes:
 
 def atomic_write(path: str | os.PathLike[str], data: bytes) -> None:
     """Write data to path via a temp file in the same directory + os.replace."""
-    target = Path(path)
-    directory = target.parent if str(target.parent) else Path(".")
+    tmp_name = _stage(os.fspath(path), data)
     try:
-        fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=directory)
-    except OSError as err:
-        raise ToolError(f"cannot write '{path}': {err.strerror or err}") from None
-    try:
-        with os.fdopen(fd, "wb") as out:
-            out.write(data)
-        # mkstemp creates 0600 files; give the output ordinary permissions.
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp_name, 0o666 & ~umask)
-        os.replace(tmp_name, target)
+        os.replace(tmp_name, path)
     except OSError as err:
         _remove_quietly(tmp_name)
         raise ToolError(f"cannot write '{path}': {err.strerror or err}") from None
-    except BaseException:
-        _remove_quietly(tmp_name)
-        raise
 
 
 def write_files_atomically(files: Sequence[tuple[str, bytes]]) -> None:
@@ -97,12 +83,15 @@ def _stage(path: str, data: bytes) -> str:
     try:
         with os.fdopen(fd, "wb") as out:
             out.write(data)
+        # mkstemp creates 0600 files; give the output ordinary permissions.
         umask = os.umask(0)
         os.umask(umask)
         os.chmod(tmp_name, 0o666 & ~umask)
-    except OSError as err:
+    except BaseException as err:
         _remove_quietly(tmp_name)
-        raise ToolError(f"cannot write '{path}': {err.strerror or err}") from None
+        if isinstance(err, OSError):
+            raise ToolError(f"cannot write '{path}': {err.strerror or err}") from None
+        raise
     return tmp_name
 
 
