@@ -1,0 +1,1 @@
+"""rpiboot-provision: provision boards over USB."""
