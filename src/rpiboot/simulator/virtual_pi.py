@@ -20,6 +20,8 @@ from typing import Any, Protocol, Sequence
 
 from . import descriptors
 from .script import DONE, GET_FILE_SIZE, READ_FILE, Request, done, load, metadata
+from .virtual_disk import (GADGET_MANUFACTURER, GADGET_PRODUCT, GADGET_PRODUCT_ID,
+                           GADGET_VENDOR_ID, VirtualDisk)
 
 BROADCOM = 0x0A5C
 PRODUCT_IDS = {"2835": 0x2763, "2837": 0x2764, "2711": 0x2711, "2712": 0x2712}
@@ -71,10 +73,15 @@ class ServerStage:
 
 @dataclass
 class FinalStage:
-    vendor_id: int = 0x1D6B
-    product_id: int = 0x0104
+    """The board's last USB function, by default the mass-storage gadget (identity and disk
+    layout as upstream's mass-storage-gadget64 presents them: see :mod:`.virtual_disk`)."""
+
+    vendor_id: int = GADGET_VENDOR_ID
+    product_id: int = GADGET_PRODUCT_ID
     serial: str = ""
     serial_index: int = 0
+    disks: Sequence[VirtualDisk] = ()
+    """The gadget's disks; bus back-ends that model sysfs show them as block devices."""
 
 
 Stage = RomStage | ServerStage | FinalStage
@@ -274,6 +281,7 @@ class VirtualPi:
             strings[stage.serial_index] = stage.serial
             return UsbFunction(self, index, BROADCOM, self.product_id, stage.serial_index, 1,
                                strings)
+        strings = {1: GADGET_MANUFACTURER, 2: GADGET_PRODUCT}
         if stage.serial:
             strings[stage.serial_index] = stage.serial
         return UsbFunction(self, index, stage.vendor_id, stage.product_id, stage.serial_index, 1,
