@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import hashlib
 import os
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from .errors import ProvisionError
 
@@ -25,8 +25,7 @@ class DiskIOError(ProvisionError):
     code = "customise_failed"
 
 
-@dataclass(frozen=True)
-class WrittenRange:
+class WrittenRange(NamedTuple):
     offset: int
     length: int
     sha256: str
