@@ -22,12 +22,17 @@ A board is ``CHIP:PORT_PATH`` followed by comma-separated options:
   open-error=access    open() fails with EACCES (the runner drops CAP_DAC_OVERRIDE from the
                        command when it runs as root); open-error=io makes open() fail with
                        EISDIR (libusb: I/O error)
-  gadget               after the file server, enumerate as a mass-storage gadget (1d6b:0104)
+  gadget               after the file server, enumerate as the mass-storage gadget (0a5c:0104)
+  disk=SIZE[:FILE]     the gadget exports a disk of SIZE bytes (64M, 1G...) backed by FILE
+                       (created sparse if missing; default a temporary file removed at the
+                       end); repeatable, in the gadget's order (mmcblk0, nvme0n1, sda...);
+                       implies gadget. /dev/sdX under the wrapper writes into the file.
 
 ``--scenario FILE`` reads the same from JSON: ``{"pis": [{"chip": "2711", "port": "1-3",
 "serial": "...", "rom_serial": null, "files": [...], "meta": {...}, "two_interfaces": false,
 "arrive": 0, "reenumerate_delay": 0.05, "unplug_after": null, "stall_at": null,
-"return_code": 0, "open_error": null, "gadget": false}]}``.
+"return_code": 0, "open_error": null, "gadget": false, "disks": [{"size": "64M", "file":
+null, "read_only": false, "device": null}]}]}``.
 
 Every field is checked before anything runs (chip one of 2835/2837/2711/2712; numbers must be
 JSON numbers; ``open_error`` is ``access``, ``io`` or null; unknown keys are errors).
@@ -50,11 +55,14 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
+from pathlib import Path
 from typing import IO, Any, Sequence
 
 from .script import Request, done, load, metadata
+from .virtual_disk import VirtualDisk, check_disk_spec, describe
 from .virtual_pi import FinalStage, Received, RomStage, ServerStage, Stage, VirtualPi
 
 DEFAULT_FILES = {"2835": ["config.txt", "start.elf", "fixup.dat"],
@@ -68,7 +76,7 @@ FORWARDED_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 TERMINATE_GRACE = 5.0
 SPEC_KEYS = {"chip", "port", "serial", "rom_serial", "files", "meta", "two_interfaces", "arrive",
              "reenumerate_delay", "unplug_after", "stall_at", "return_code", "open_error",
-             "gadget"}
+             "gadget", "disks"}
 
 
 class Failure(Exception):
@@ -108,6 +116,9 @@ def parse_pi_option(text: str, index: int) -> dict[str, Any]:
             spec[key.replace("-", "_")] = True
         elif key == "files":
             spec["files"] = [name for name in value.split("+") if name]
+        elif key == "disk":
+            size, _, path = value.partition(":")
+            spec.setdefault("disks", []).append({"size": size, "file": path or None})
         elif key in ("serial", "rom-serial", "open-error"):
             spec[key.replace("-", "_")] = value
         elif key in ("arrive", "reenumerate-delay"):
@@ -172,10 +183,25 @@ def validate_spec(spec: Any, where: str) -> dict[str, Any]:
             raise bad(key, "an integer >= 0")
     if spec.get("open_error") is not None and spec["open_error"] not in OPEN_ERRORS:
         raise bad("open_error", "access, io or null")
+    if spec.get("disks") is not None:
+        if not isinstance(spec["disks"], list):
+            raise bad("disks", "a list of disks")
+        spec["disks"] = [check_disk_spec(disk, f"{where}, disks[{i}]")
+                         for i, disk in enumerate(spec["disks"])]
     return spec
 
 
-def build_pi(spec: dict[str, Any], index: int) -> VirtualPi:
+def build_disks(spec: dict[str, Any], scratch: str) -> list[VirtualDisk]:
+    """The gadget's disks; those without a file get one in ``scratch``."""
+    disks = []
+    for i, disk in enumerate(spec.get("disks") or ()):
+        path = disk.get("file") or os.path.join(scratch, f"{spec.get('port')}-{i}.img")
+        disks.append(VirtualDisk(Path(path), int(disk["size"]), bool(disk.get("read_only")),
+                                 disk.get("lun"), disk.get("device")))
+    return disks
+
+
+def build_pi(spec: dict[str, Any], index: int, scratch: str = "") -> VirtualPi:
     chip = str(spec["chip"])
     busnum, ports = parse_port(str(spec.get("port") or f"1-{index + 1}"))
     requests: list[Request] = []
@@ -190,8 +216,9 @@ def build_pi(spec: dict[str, Any], index: int) -> VirtualPi:
     serial = str(spec.get("serial") or f"{0x5eed0000 + index:08x}")
     stages: list[Stage] = [rom, ServerStage(requests, serial=serial,
                                             stall_at_request=spec.get("stall_at"))]
-    if spec.get("gadget"):
-        stages.append(FinalStage(serial=serial, serial_index=3))
+    if spec.get("gadget") or spec.get("disks"):
+        stages.append(FinalStage(serial=serial, serial_index=3,
+                                 disks=build_disks(spec, scratch)))
     return VirtualPi(chip, ports, busnum, stages,
                      reenumerate_delay=float(spec.get("reenumerate_delay", 0.05)),
                      unplug_after_bytes=spec.get("unplug_after"), keep_data=True,
@@ -210,7 +237,9 @@ def summarise(pi: VirtualPi, spec: dict[str, Any]) -> dict[str, Any]:
             "finished_monotonic": pi.finished_at,
             "stage_index": pi.stage_index, "stage_count": len(pi.stages),
             "violations": list(pi.violations), "second_stage": second, "files": files,
-            "sizes": pi.sizes(), "metadata_acked": acked, "received": received}
+            "sizes": pi.sizes(), "metadata_acked": acked, "received": received,
+            "disks": describe([disk for stage in pi.stages if isinstance(stage, FinalStage)
+                               for disk in stage.disks])}
 
 
 def _received(record: Received) -> dict[str, Any]:
@@ -319,7 +348,8 @@ class HostRun:
         from .umockdev_bridge import UmockdevBus  # needs gi: import only under the wrapper
 
         self.specs = [dict(spec) for spec in specs]
-        self.pis = [build_pi(spec, i) for i, spec in enumerate(self.specs)]
+        self.scratch = tempfile.TemporaryDirectory(prefix="rpiboot-virtual-disks-")
+        self.pis = [build_pi(spec, i, self.scratch.name) for i, spec in enumerate(self.specs)]
         for spec, pi in zip(self.specs, self.pis):
             spec["serial_used"] = next((s.serial for s in pi.stages
                                         if isinstance(s, ServerStage)), None)
@@ -430,6 +460,7 @@ class HostRun:
             process.terminate()
             self._reap(process)
         self.bus.close()
+        self.scratch.cleanup()
 
 
 def _argument_parser() -> argparse.ArgumentParser:

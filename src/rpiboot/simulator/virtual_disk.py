@@ -66,9 +66,11 @@ class VirtualDisk:
         if isinstance(self.size, bool) or not isinstance(self.size, int) or self.size <= 0 \
                 or self.size % SECTOR:
             raise ValueError(f"disk size {self.size!r}: expected a positive multiple of 512")
-        if self.lun is not None and not 0 <= self.lun <= 7:
+        if self.lun is not None and (isinstance(self.lun, bool) or not isinstance(self.lun, int)
+                                     or not 0 <= self.lun <= 7):
             raise ValueError(f"disk lun {self.lun!r}: expected 0..7")
-        if self.device is not None and (not self.device.isalnum() or len(self.device) > 28):
+        if self.device is not None and (not isinstance(self.device, str)
+                                        or not self.device.isalnum() or len(self.device) > 28):
             raise ValueError(f"disk device {self.device!r}: expected a short name like mmcblk0")
 
     def create(self) -> None:
@@ -298,3 +300,42 @@ def describe(disks: Iterable[VirtualDisk]) -> list[dict[str, object]]:
     """Each disk's backing file, size and SHA-256 (for reports)."""
     return [{"file": str(disk.path), "size": disk.size, "read_only": disk.read_only,
              "sha256": disk.sha256() if disk.path.exists() else None} for disk in disks]
+
+
+DISK_KEYS = {"size", "file", "read_only", "device", "lun"}
+_UNITS = {"": 1, "K": 1 << 10, "M": 1 << 20, "G": 1 << 30, "T": 1 << 40}
+
+
+def parse_size(text: object) -> int:
+    """Bytes from an integer or a string like ``64M``, ``2G``, ``4096`` (binary units)."""
+    if isinstance(text, int) and not isinstance(text, bool):
+        return text
+    if not isinstance(text, str):
+        raise ValueError(f"size {text!r}: expected bytes or a size like 64M")
+    value = text.strip().upper().removesuffix("IB").removesuffix("B")
+    unit = value[-1:] if value[-1:] in _UNITS else ""
+    number = value[:-1] if unit else value
+    if not number.isdigit():
+        raise ValueError(f"size {text!r}: expected bytes or a size like 64M")
+    return int(number) * _UNITS[unit]
+
+
+def check_disk_spec(spec: object, where: str) -> dict[str, object]:
+    """One disk of a scenario (``{"size": "64M", "file": ..., "read_only": false}``), checked
+    and normalised (``size`` in bytes); ValueError names the field."""
+    if not isinstance(spec, dict):
+        raise ValueError(f"{where}: a disk must be an object with a size")
+    unknown = sorted(set(spec) - DISK_KEYS)
+    if unknown:
+        raise ValueError(f"{where}: unknown disk field(s) {', '.join(map(repr, unknown))}")
+    if "size" not in spec:
+        raise ValueError(f"{where}: a disk needs a size")
+    checked = dict(spec, size=parse_size(spec["size"]))
+    if checked.get("file") is not None and not (isinstance(checked["file"], str)
+                                                and checked["file"]):
+        raise ValueError(f"{where}: file={checked['file']!r}: expected a path")
+    if not isinstance(checked.get("read_only", False), bool):
+        raise ValueError(f"{where}: read_only={checked['read_only']!r}: expected true or false")
+    VirtualDisk(Path(str(checked.get("file") or "x")), checked["size"],  # type: ignore[arg-type]
+                lun=checked.get("lun"), device=checked.get("device"))  # type: ignore[arg-type]
+    return checked
