@@ -45,7 +45,7 @@ class WriteBatcher:
         if batch.error is not None:
             raise batch.error
         from .fanout_write import write_batch_member
-        return write_batch_member(self.context, batch.members, worker, batch.shared)
+        return write_batch_member(self.context, worker, batch.shared)
 
     def _join(self, worker: "BoardWorker") -> Any:
         with self._lock:

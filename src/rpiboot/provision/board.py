@@ -15,7 +15,6 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable
 
 from ..events import event
-from ..session import stage_of  # noqa: F401  (re-exported for the pipeline's discovery)
 from .boot_step import BootRequest, boot_at_port
 from .errors import AlreadyDone, Interrupted, ProvisionError, exit_code_for
 
@@ -101,8 +100,6 @@ class BoardWorker:
             self._fail(error)
         except Exception as error:  # a bug ends this board, never the others
             self._fail(ProvisionError(f"internal error: {type(error).__name__}: {error}"))
-        finally:
-            self._close_disk_fd()
 
     def _steps(self) -> None:
         profile = self.context.profile
@@ -193,7 +190,7 @@ class BoardWorker:
             raise StorageError(f"the board became no block device below {board.port}")
         disk = select_disk(disks, context.profile.os.storage)
         check_safe_to_write(disk, sysfs_root=options.sysfs_root,
-                            mountinfo=options.mountinfo)
+                            mountinfo=options.mountinfo, swaps=options.swaps)
         board.disk = disk
         context.book.update(board, disk=disk.name)
         return {"disk": str(disk.path), "size": disk.size, "vendor": disk.vendor.strip(),
@@ -269,18 +266,14 @@ class BoardWorker:
     # --- the disk -----------------------------------------------------------------------------
 
     def _open_disk(self) -> int:
-        from .block_device import check_safe_to_write, open_for_writing
-        board, options = self.board, self.context.options
-        # Re-checked right before opening: the disk must still be this board's.
-        check_safe_to_write(board.disk, sysfs_root=options.sysfs_root,
-                            mountinfo=options.mountinfo)
-        return open_for_writing(board.disk)
+        from .block_device import open_for_writing
+        options = self.context.options
+        # Checked again right before opening: the disk must still be this board's.
+        return open_for_writing(self.board.disk, sysfs_root=options.sysfs_root,
+                                mountinfo=options.mountinfo, swaps=options.swaps)
 
     def open_disk(self) -> int:
         return self._open_disk()
-
-    def _close_disk_fd(self) -> None:
-        pass
 
     # --- endings ------------------------------------------------------------------------------
 

@@ -54,19 +54,17 @@ class LedgerBook:
         """Begin the board's record and claim its serial; raises AlreadyDone for a board
         provisioned before with this profile (without --reprovision)."""
         from .ledger import AlreadyProvisionedError
-        self._begin(board)
         profile = self.profile
         try:
             self._call("claim", "claim", board.serial, profile.profile_id,
                        reprovision=self.reprovision)
         except AlreadyProvisionedError as error:
-            raise AlreadyDone(f"already provisioned with this profile ({error}); "
-                              f"--reprovision writes it again") from None
+            raise AlreadyDone(str(error)) from None
+        self._begin(board)
         details: dict[str, Any] = {"board": board.board_id}
         fields = profile.template_fields
         if "unit" in fields:
-            board.unit = self._call("unit number", "next_unit")
-            self.update(board, unit=board.unit)
+            board.unit = self._call("unit number", "next_unit", board.board_id)
             details["unit"] = board.unit
         if profile.pool_columns:
             entry = self._call("pool", "take_pool_entry", board.board_id, profile.pool)

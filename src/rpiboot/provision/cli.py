@@ -214,15 +214,8 @@ def _csv_value(value: Any) -> Any:
 
 
 def _pool_import(args: argparse.Namespace) -> int:
-    from .ledger import open_ledger
-    from .profile import ProfileError
-    try:
-        with open(args.file, newline="", encoding="utf-8") as handle:
-            rows = list(csv.DictReader(handle))
-    except OSError as error:
-        raise ProfileError(f"cannot read '{args.file}': {error.strerror}") from None
-    except (UnicodeDecodeError, csv.Error) as error:
-        raise ProfileError(f"{args.file}: not a UTF-8 CSV file: {error}") from None
+    from .ledger import open_ledger, read_pool_csv
+    rows = read_pool_csv(args.file)  # checked whole before the ledger is opened
     ledger = open_ledger(args.ledger)
     try:
         count = ledger.import_pool(rows, pool=args.pool)

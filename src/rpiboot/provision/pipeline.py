@@ -60,6 +60,7 @@ class RunOptions:
     sysfs_root: Path = Path("/sys")
     dev_root: Path = Path("/dev")
     mountinfo: Path = Path("/proc/self/mountinfo")
+    swaps: Path = Path("/proc/swaps")
 
 
 @dataclass

@@ -53,8 +53,10 @@ class Preflight:
 
 def preflight(profile: Profile, *, keep_eeprom: bool = False) -> Preflight:
     """Raises a ProvisionError (ProfileError, ImageError, BmapError...) on the first problem."""
+    from .block_device import validate_storage
     from .bmap import load_bmap
     from .image_source import check_image
+    validate_storage(profile.os.storage)
     notes = _check_boot_directories(profile)
     _check_templates(profile)
     image = check_image(profile.os.image)
