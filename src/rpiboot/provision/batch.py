@@ -26,6 +26,7 @@ if TYPE_CHECKING:
 @dataclass
 class _Batch:
     opened: float
+    number: int
     members: list["BoardWorker"] = field(default_factory=list)
     started: bool = False
     shared: Any = None
@@ -38,20 +39,24 @@ class WriteBatcher:
         self.context = context
         self._lock = threading.Condition()
         self._gathering: _Batch | None = None
+        self._batches = 0
 
-    def write(self, worker: "BoardWorker") -> Any:
-        """Write the image to ``worker``'s disk (blocks); returns provio's WriteResult."""
+    def write(self, worker: "BoardWorker") -> tuple[Any, dict[str, int]]:
+        """Write the image to ``worker``'s disk (blocks); returns provio's WriteResult and
+        which batch it was (``batch``: its number in this run, ``boards``: how many shared it)."""
         batch = self._join(worker)
         if batch.error is not None:
             raise batch.error
         from .fanout_write import write_batch_member
-        return write_batch_member(self.context, worker, batch.shared)
+        result = write_batch_member(self.context, worker, batch.shared)
+        return result, {"batch": batch.number, "boards": len(batch.members)}
 
     def _join(self, worker: "BoardWorker") -> Any:
         with self._lock:
             batch = self._gathering
             if batch is None:
-                batch = self._gathering = _Batch(opened=time.monotonic())
+                self._batches += 1
+                batch = self._gathering = _Batch(opened=time.monotonic(), number=self._batches)
             batch.members.append(worker)
             self._lock.notify_all()
             deadline = batch.opened + self.context.options.gather

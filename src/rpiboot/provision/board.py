@@ -80,7 +80,7 @@ class BoardWorker:
     def __init__(self, context: "RunContext", board: Board):
         self.context = context
         self.board = board
-        self.exclude: set[tuple[object, ...]] = set()
+        self.exclude: set[tuple[int, int, int]] = set()
         self.claimed = False
 
     # --- the whole board ----------------------------------------------------------------------
@@ -198,13 +198,14 @@ class BoardWorker:
 
     def _write(self) -> dict[str, Any]:
         board = self.board
-        result = self.context.writer.write(self)
+        result, batch = self.context.writer.write(self)
         board.bytes_written = result.bytes_written
         board.image_sha256 = result.image_sha256
         board.write_ranges = list(result.ranges)
         self.context.book.update(board, image_sha256=result.image_sha256,
                                  bytes_written=result.bytes_written)
-        return {"bytes_written": result.bytes_written, "image_sha256": result.image_sha256}
+        return {"bytes_written": result.bytes_written, "image_sha256": result.image_sha256,
+                **batch}
 
     def progress(self, step: str, started: float) -> Callable[[int, int | None], None]:
         """A progress callback emitting ``step_progress`` at most every 0.25 s."""
@@ -240,7 +241,7 @@ class BoardWorker:
         from .verify import VerifyError, verify_ranges
         board, context = self.board, self.context
         settings = context.book.settings_for(board)
-        fd = self._open_disk()
+        fd = self.open_disk(read_too=True)
         try:
             result = customise_disk(fd, settings)
             os.fsync(fd)
@@ -265,15 +266,13 @@ class BoardWorker:
 
     # --- the disk -----------------------------------------------------------------------------
 
-    def _open_disk(self) -> int:
+    def open_disk(self, *, read_too: bool = False) -> int:
         from .block_device import open_for_writing
         options = self.context.options
         # Checked again right before opening: the disk must still be this board's.
         return open_for_writing(self.board.disk, sysfs_root=options.sysfs_root,
-                                mountinfo=options.mountinfo, swaps=options.swaps)
-
-    def open_disk(self) -> int:
-        return self._open_disk()
+                                mountinfo=options.mountinfo, swaps=options.swaps,
+                                read_too=read_too)
 
     # --- endings ------------------------------------------------------------------------------
 

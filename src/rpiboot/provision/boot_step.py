@@ -15,7 +15,7 @@ from ..api import boot
 from ..errors import RpibootError
 from ..events import Event
 from ..options import BootOptions
-from .bus import BusWatcher, PortView
+from .bus import BusWatcher, PortView, served_key
 from .errors import BootStepError, Interrupted
 
 
@@ -35,7 +35,8 @@ class BootRequest:
     port: str
     directory: Path | None
     stop: threading.Event
-    exclude: set[tuple[object, ...]]
+    exclude: set[tuple[int, int, int]]
+    """Enumerations served by earlier steps of the board; this step adds the ones it serves."""
     timeout: float
     """How long the board may take to (re)appear at its port."""
     follow: float | None = None
@@ -50,10 +51,14 @@ def boot_at_port(request: BootRequest) -> BootOutcome:
     until it reappears as its final function). Raises :class:`BootStepError`."""
     view = PortView(request.watcher, request.port, request.stop, request.exclude)
     metadata: dict[str, str] = {}
+    served: set[tuple[int, int, int]] = set()
 
     def collect(item: Event) -> None:
         if item.kind == "metadata" and isinstance(item.data.get("key"), str):
             metadata[item.data["key"]] = str(item.data.get("value"))
+        if item.kind == "device_arrived":
+            served.add(served_key(item.data["bus"], item.data["address"],
+                                  item.data["serial_index"]))
         if request.on_event is not None:
             request.on_event(item)
 
@@ -65,7 +70,7 @@ def boot_at_port(request: BootRequest) -> BootOutcome:
     except RpibootError as error:
         raise BootStepError(str(error), error.code) from None
     finally:
-        request.exclude.update(view.shown)
+        request.exclude.update(served)
     if request.stop.is_set():
         raise Interrupted("interrupted while booting")
     session = result.sessions[0] if result.sessions else None

@@ -39,24 +39,28 @@ class BusWatcher:
             self._changed.wait(timeout)
 
 
+def served_key(bus: int, address: int, serial_index: int) -> tuple[int, int, int]:
+    """How one enumeration is recognised again (the engine's device_arrived has these)."""
+    return (bus, address, serial_index)
+
+
 class PortView:
     """A :class:`~rpiboot.transport.Transport` showing one USB port of a :class:`BusWatcher`."""
 
     def __init__(self, watcher: BusWatcher, port: str, stop: threading.Event,
-                 exclude: set[tuple[object, ...]]):
+                 exclude: set[tuple[int, int, int]]):
         self.watcher = watcher
         self.port = port
         self.stop = stop
         self.exclude = exclude
-        """Enumeration keys served by earlier steps; updated with every key this view shows."""
-        self.shown: set[tuple[object, ...]] = set()
+        """Enumerations (bus, address, serial index) that earlier steps served."""
 
     def devices(self) -> Sequence[DeviceRef]:
-        refs = [ref for ref in self.watcher.snapshot()
-                if ref.info.port_path == self.port
-                and ref.info.enumeration_key not in self.exclude]
-        self.shown.update(ref.info.enumeration_key for ref in refs)
-        return refs
+        return [ref for ref in self.watcher.snapshot()
+                if ref.info.port_path == self.port and served_key(ref.info.bus,
+                                                                  ref.info.address,
+                                                                  ref.info.serial_index)
+                not in self.exclude]
 
     def wait_for_change(self, timeout: float) -> None:
         # The engine's run loop treats KeyboardInterrupt as "interrupted": its sessions are
