@@ -165,7 +165,8 @@ def _check_wifi(s: Settings) -> None:
     else:
         size = len(s.wifi_ssid.encode("utf-8", "surrogatepass"))
         if not 1 <= size <= 32 or not _one_line_text(s.wifi_ssid):
-            raise invalid(f"invalid wifi_ssid {_show(s.wifi_ssid)}: 1-32 bytes of UTF-8 without control characters")
+            raise invalid(f"invalid wifi_ssid {_show(s.wifi_ssid)}: "
+                          "1-32 bytes of UTF-8 without control characters")
     password = s.wifi_password
     if password is not None and not _PSK_HEX.fullmatch(password):
         if not (8 <= len(password) <= 63 and all(" " <= c <= "~" for c in password)):
