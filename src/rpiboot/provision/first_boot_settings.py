@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
+import unicodedata
 from dataclasses import dataclass, field
 
 from .errors import ProvisionError
@@ -79,7 +80,10 @@ class Settings:
 
 def validate_settings(settings: Settings) -> Settings:
     """A checked copy of ``settings`` (country upper-cased, keys stripped); raises CustomiseError."""
-    s = dataclasses.replace(settings, ssh_authorized_keys=list(settings.ssh_authorized_keys or ()))
+    keys = settings.ssh_authorized_keys
+    if isinstance(keys, (str, bytes)) or not isinstance(keys, (list, tuple)):
+        raise invalid("ssh_authorized_keys must be a list of strings")
+    s = dataclasses.replace(settings, ssh_authorized_keys=list(keys))
     _check_types(s)
     if s.init is not None and s.init not in INIT_MECHANISMS:
         raise invalid(f"customise init must be one of {', '.join(INIT_MECHANISMS)}, not {s.init!r}")
@@ -119,6 +123,11 @@ def _show(value: str) -> str:
     return ascii(text)
 
 
+def _one_line_text(text: str) -> bool:
+    """No control characters, line or paragraph separators or lone surrogates."""
+    return not any(unicodedata.category(c) in ("Cc", "Cs", "Zl", "Zp") for c in text)
+
+
 def _check_user(s: Settings) -> None:
     _check(s.user, _USER, "user name", "a lower-case letter or '_', then up to 31 of a-z 0-9 _ -")
     if s.user in _RESERVED_USERS:
@@ -139,7 +148,7 @@ def _check_ssh(s: Settings) -> None:
         key = key.strip()
         if not key:
             continue
-        if len(key) > 16384 or not key.isprintable():
+        if len(key) > 16384 or not _one_line_text(key):
             raise invalid(f"SSH key {_show(key)} has control characters or is too long")
         if not _KEY.fullmatch(key):
             raise invalid(f"not an OpenSSH public key line: {_show(key)}")
@@ -155,8 +164,9 @@ def _check_wifi(s: Settings) -> None:
             raise invalid("wifi password or hidden given without wifi_ssid")
     else:
         size = len(s.wifi_ssid.encode("utf-8", "surrogatepass"))
-        if not 1 <= size <= 32 or not s.wifi_ssid.isprintable():
-            raise invalid(f"invalid wifi_ssid {_show(s.wifi_ssid)}: 1-32 bytes of printable UTF-8")
+        if not 1 <= size <= 32 or not _one_line_text(s.wifi_ssid):
+            raise invalid(f"invalid wifi_ssid {_show(s.wifi_ssid)}: "
+                          "1-32 bytes of UTF-8 without control characters")
     password = s.wifi_password
     if password is not None and not _PSK_HEX.fullmatch(password):
         if not (8 <= len(password) <= 63 and all(" " <= c <= "~" for c in password)):
