@@ -13,7 +13,8 @@ import pytest
 
 from rpiboot.provision.fan_out import FanOut, fan_out
 from rpiboot.provision.image_source import ImageError, open_image
-from rpiboot.provision.writer import WriteError, write_image
+from rpiboot.provision.verify import VerifyError, verify_ranges
+from rpiboot.provision.writer import SharedDigests, WriteError, write_image
 
 from provision_images import compress, truncate_to, write_image_file
 
@@ -114,6 +115,7 @@ def test_four_disks_from_one_xz_decompression(tmp_path: Path) -> None:
     raw = write_image_file(tmp_path, 1_000_000)
     source = open_image(compress(raw, "xz"), chunk_size=64 << 10)
     disks = [tmp_path / f"disk{n}" for n in range(4)]
+    digests = SharedDigests()
     for disk in disks:
         disk.write_bytes(bytes(1 << 20))
 
@@ -122,7 +124,7 @@ def test_four_disks_from_one_xz_decompression(tmp_path: Path) -> None:
             fd = os.open(disk, os.O_WRONLY)
             try:
                 return write_image(feed, fd, disk_size=1 << 20, image_size=source.size,
-                                   hash_image=False)
+                                   hash_image=False, digests=digests, block_size=64 << 10)
             finally:
                 os.close(fd)
         return write
@@ -132,3 +134,10 @@ def test_four_disks_from_one_xz_decompression(tmp_path: Path) -> None:
     assert all(d.read_bytes()[:len(image)] == image for d in disks)
     assert all(r.bytes_written == len(image) for r in results)
     assert source.sha256 is not None and all(r.image_sha256 is None for r in results)
+    assert all(verify_ranges(d, r.ranges).ok for d, r in zip(disks, results))
+    with open(disks[2], "r+b") as handle:
+        handle.seek(700_000)
+        handle.write(b"\x00" if image[700_000] else b"\x01")
+    with pytest.raises(VerifyError) as caught:
+        verify_ranges(disks[2], results[2].ranges)
+    assert caught.value.result.first_mismatch == 655360
