@@ -101,9 +101,9 @@ def test_run_without_a_board_times_out_with_status_4_and_valid_json(line, capsys
                        str(line / "l.sqlite")])
     assert status == ExitCode.NO_BOARD
     events = [json.loads(text) for text in capsys.readouterr().out.splitlines()]
-    assert [e["event"] for e in events] == ["start", "waiting", "summary", "error"]
+    assert [e["event"] for e in events] == ["start", "waiting", "error", "summary"]
     assert all(validate(e) == [] for e in events)
-    assert events[-1]["code"] == "no_board" and events[-1]["exit_code"] == 4
+    assert events[2]["code"] == "no_board" and events[-1]["exit_code"] == 4
 
 
 def test_export_csv_and_json_and_pool_import(line, capsys):

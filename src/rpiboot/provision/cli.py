@@ -148,9 +148,6 @@ def _run(args: argparse.Namespace) -> int:
         close = getattr(reporter, "close", None)
         if close is not None:
             close()
-    if outcome.error is not None:
-        reporter(event("error", code="no_board", message=outcome.error,
-                       exit_code=int(ExitCode.NO_BOARD)))
     return int(outcome.exit_code)
 
 
