@@ -163,3 +163,16 @@ def test_example_profile_is_valid(tmp_path, monkeypatch, capsys):
     (tmp_path / "2025-11-24-raspios-trixie-arm64-lite.img.xz").write_bytes(
         __import__("lzma").compress(b"\0" * 8192))
     assert cli.main(["check", str(tmp_path / "cm4-line.toml")]) == 0, capsys.readouterr().err
+
+
+def test_demo_provisions_virtual_boards_end_to_end(tmp_path, capsys):
+    assert cli.main(["demo", "--boards", "2", "--json", "--keep", str(tmp_path)]) == 0
+    events = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert all(validate(e) == [] for e in events)
+    done = [e for e in events if e["event"] == "board_done"]
+    assert sorted(e["unit"] for e in done) == [1, 2] and all(e["verified"] for e in done)
+    assert [e["event"] for e in events][-1] == "summary"
+    for number in (1, 2):  # the demo image's boot partition got the board's hostname
+        text = subprocess.run(["mtype", "-i", f"{tmp_path / f'board{number}.img'}@@{8192 * 512}",
+                               "::user-data"], check=True, capture_output=True).stdout.decode()
+        assert re.search(r'hostname: "demo-00[12]"', text), text
