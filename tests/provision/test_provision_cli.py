@@ -176,3 +176,14 @@ def test_demo_provisions_virtual_boards_end_to_end(tmp_path, capsys):
         text = subprocess.run(["mtype", "-i", f"{tmp_path / f'board{number}.img'}@@{8192 * 512}",
                                "::user-data"], check=True, capture_output=True).stdout.decode()
         assert re.search(r'hostname: "demo-00[12]"', text), text
+
+
+def test_check_opens_the_ledger_it_is_given(line, capsys):
+    profile = write_profile(line / "p.toml", '[boot]\ndirectory = "gadget"\n[os]\nimage = '
+                                             '"os.img"\n')
+    (line / "a-directory").mkdir()
+    assert cli.main(["check", str(profile), "--ledger", str(line / "a-directory")]) == \
+        ExitCode.LEDGER
+    assert capsys.readouterr().err.count("\n") == 1
+    assert cli.main(["check", str(profile), "--ledger", str(line / "ok.sqlite")]) == 0
+    assert "writable" in capsys.readouterr().out

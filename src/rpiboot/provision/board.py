@@ -58,6 +58,8 @@ class Board:
     image_sha256: str | None = None
     write_ranges: list[tuple[int, int, str]] = field(default_factory=list)
     metadata: dict[str, str] = field(default_factory=dict)
+    pool: dict[str, str] = field(default_factory=dict)
+    """The identity-pool entry the board took (``{pool.COLUMN}``)."""
     started: float = field(default_factory=time.time)
     finished: float | None = None
     steps: list[StepRecord] = field(default_factory=list)

@@ -48,6 +48,9 @@ def build_parser() -> argparse.ArgumentParser:
     check = commands.add_parser("check", help="validate a profile and every file it names")
     check.add_argument("profile", type=Path, metavar="PROFILE.toml")
     check.add_argument("--json", action="store_true", help="print the result as JSON")
+    check.add_argument("--ledger", metavar="PATH|URL",
+                       help="also open this ledger as run would (default: the profile's "
+                            "[ledger], if any)")
     run = commands.add_parser("run", help="provision every board that arrives",
                               epilog=EXIT_HELP,
                               formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -84,7 +87,8 @@ def _add_run_options(run: argparse.ArgumentParser) -> None:
                           "user's data directory)")
     run.add_argument("--timeout", type=_positive_float, metavar="S",
                      help="give up when no board has arrived for S seconds")
-    run.add_argument("--station", metavar="NAME", help="station name (default: host name)")
+    run.add_argument("--station", metavar="NAME", type=_station,
+                     help="station name recorded with every board (default: the host name)")
     run.add_argument("--reprovision", action="store_true",
                      help="provision boards already provisioned with this profile again")
     run.add_argument("--gather", type=_non_negative_float, metavar="S", default=3.0,
@@ -116,6 +120,12 @@ def _positive_float(text: str) -> float:
     return value
 
 
+def _station(text: str) -> str:
+    if not text.strip() or len(text) > 128 or not text.isprintable():
+        raise argparse.ArgumentTypeError("must be 1-128 printable characters")
+    return text.strip()
+
+
 def _non_negative_float(text: str) -> float:
     value = float(text)
     if not value >= 0:
@@ -128,7 +138,13 @@ def _non_negative_float(text: str) -> float:
 def _check(args: argparse.Namespace) -> int:
     from .preflight import preflight
     from .profile import load_profile
-    checked = preflight(load_profile(args.profile))
+    profile = load_profile(args.profile)
+    checked = preflight(profile)
+    target = args.ledger if args.ledger is not None else profile.ledger
+    if target is not None:
+        from .ledger import open_ledger
+        open_ledger(target).close()
+        checked.notes.append(f"ledger {target}: writable")
     if args.json:
         print(json.dumps({"ok": True, "profile": str(args.profile),
                           "profile_id": checked.profile.profile_id,
