@@ -187,3 +187,31 @@ def test_check_opens_the_ledger_it_is_given(line, capsys):
     assert capsys.readouterr().err.count("\n") == 1
     assert cli.main(["check", str(profile), "--ledger", str(line / "ok.sqlite")]) == 0
     assert "writable" in capsys.readouterr().out
+
+
+def test_sigterm_marks_the_boards_in_progress_interrupted(tmp_path):
+    """The installed command, stopped with SIGTERM while writing: status 130, the summary is
+    printed, and every board in progress is recorded as interrupted."""
+    import signal
+    import sys
+    command = Path(sys.executable).with_name("rpiboot-provision")
+    args = [str(command)] if command.exists() else [sys.executable, "-m", "rpiboot.provision.cli"]
+    process = subprocess.Popen([*args, "demo", "--boards", "3", "--json", "--keep",
+                                str(tmp_path)], stdout=subprocess.PIPE, text=True)
+    assert process.stdout is not None
+    lines = []
+    for line in process.stdout:
+        lines.append(json.loads(line))
+        if lines[-1]["event"] == "step_started" and lines[-1]["step"] == "write":
+            process.send_signal(signal.SIGTERM)
+            break
+    lines += [json.loads(line) for line in process.stdout]
+    assert process.wait(timeout=60) == ExitCode.INTERRUPTED
+    assert lines[-1]["event"] == "summary" and lines[-1]["exit_code"] == 130
+    from rpiboot.provision.ledger import open_ledger
+    ledger = open_ledger(tmp_path / "demo-ledger.sqlite")
+    try:
+        results = [record["result"] for record in ledger.export()]
+    finally:
+        ledger.close()
+    assert results and set(results) == {"interrupted"}

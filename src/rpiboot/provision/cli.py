@@ -206,7 +206,8 @@ def _demo(args: argparse.Namespace) -> int:
     from .demo import boards_text, run_demo
     reporter = _reporter(args)
     try:
-        outcome, kept = run_demo(reporter, boards=args.boards, keep=args.keep)
+        outcome, kept = run_demo(reporter, boards=args.boards, keep=args.keep,
+                                 on_ready=_handle_sigterm)
     finally:
         close = getattr(reporter, "close", None)
         if close is not None:

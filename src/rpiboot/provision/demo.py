@@ -16,7 +16,7 @@ import struct
 import tempfile
 from importlib import resources
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 from ..eeprom.fat_image import build_fat_image
 from ..events import EventSink
@@ -25,7 +25,7 @@ from ..simulator.in_process import VirtualBus
 from ..simulator.script import done, load
 from .api import provision
 from .password_hash import hash_password
-from .pipeline import RunOptions, RunOutcome
+from .pipeline import Pipeline, RunOptions, RunOutcome
 
 SECTOR = 512
 BOOT_START = 8192            # the boot partition at 4 MiB, as Raspberry Pi OS images have it
@@ -88,16 +88,18 @@ def virtual_boards(directory: Path, count: int) -> list[VirtualPi]:
     return boards
 
 
-def run_demo(reporter: EventSink, *, boards: int = 4,
-             keep: Path | None = None) -> tuple[RunOutcome, Path | None]:
+def run_demo(reporter: EventSink, *, boards: int = 4, keep: Path | None = None,
+             on_ready: Callable[[Pipeline], None] | None = None
+             ) -> tuple[RunOutcome, Path | None]:
     """Provision ``boards`` virtual boards; ``keep``: do it there and leave the files."""
     with tempfile.TemporaryDirectory(prefix="rpiboot-provision-demo-") as scratch:
         directory = keep or Path(scratch)
         directory.mkdir(parents=True, exist_ok=True)
-        return _run(directory, reporter, boards), keep
+        return _run(directory, reporter, boards, on_ready), keep
 
 
-def _run(directory: Path, reporter: EventSink, count: int) -> RunOutcome:
+def _run(directory: Path, reporter: EventSink, count: int,
+         on_ready: Callable[[Pipeline], None] | None) -> RunOutcome:
     build_image(directory)
     sysfs, dev = directory / "sys", directory / "dev"
     for path in (sysfs, dev):
@@ -114,7 +116,7 @@ def _run(directory: Path, reporter: EventSink, count: int) -> RunOutcome:
                              dev_root=dev, mountinfo=directory / "mountinfo",
                              swaps=directory / "swaps", station="demo")
         return provision(profile, options, on_event=reporter, transport=bus,
-                         ledger=directory / "demo-ledger.sqlite")
+                         ledger=directory / "demo-ledger.sqlite", on_ready=on_ready)
 
 
 def boards_text(outcome: RunOutcome) -> Sequence[str]:
