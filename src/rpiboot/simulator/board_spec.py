@@ -284,11 +284,12 @@ def load_scenario(args: argparse.Namespace) -> list[dict[str, Any]]:
     specs += [parse_pi_option(text, len(specs) + i) for i, text in enumerate(args.pi)]
     if not specs:
         raise ValueError("no boards: give --pi CHIP:PORT (e.g. --pi 2711:1-3) or --scenario FILE")
-    ports = [spec["port"] for spec in specs]
-    twice = sorted({port for port in ports if ports.count(port) > 1})
+    slots = [(spec["port"], float(spec.get("arrive") or 0)) for spec in specs]
+    twice = sorted({port for port, arrive in slots if slots.count((port, arrive)) > 1})
     if twice:
-        raise ValueError(f"two boards on the same USB port {', '.join(twice)}; one port holds "
-                         "one board (a board that boots several times is one --pi with a role)")
+        raise ValueError(f"two boards on the same USB port {', '.join(twice)} at the same time; "
+                         "give the later one arrive=SECONDS (it replaces the first) - a board "
+                         "that boots several times is one board with a role")
     return specs
 
 

@@ -201,8 +201,12 @@ class HostRun:
 
     def _late_arrival(self, pi: VirtualPi) -> None:
         with self._lock:  # close() takes the lock: no board arrives once it has begun
-            if not self.closed:
-                self.bus.plug_in(pi)
+            if self.closed:
+                return
+            for other in self.pis:  # a board still at that port is pulled out first
+                if other is not pi and other.port_path == pi.port_path and other.function:
+                    other.unplug()
+            self.bus.plug_in(pi)
 
     def on_signal(self, signum: int, _frame: Any = None) -> None:
         """SIGTERM/SIGINT/SIGHUP: terminate the command; run() then returns 128+signum."""
