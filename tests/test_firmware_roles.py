@@ -147,6 +147,7 @@ def test_gadget_without_boot_ramdisk_never_becomes_the_gadget(tmp_path: Path) ->
     _boot(VirtualBus([pi]), directory)
     assert pi.halted and "boot.img" not in _files(pi)
     assert role_report(pi)["stages"][0]["never_received"] == ["boot.img"]
+    assert role_report(pi)["stages"][0]["never_requested"] == ["boot.img"]
 
 
 def _secure_dir(root: Path, key: rsa.RSAPrivateKey | None, signed_with=None) -> Path:
@@ -224,3 +225,21 @@ def test_unknown_role_and_wrong_chip() -> None:
         virtual_board("2711", (1,), ["flash-everything"])
     with pytest.raises(ValueError, match="BCM2712"):
         virtual_board("2711", (1,), ["recovery5"])
+
+
+@pytest.mark.parametrize("chip, second, files", [
+    ("2837", "bootcode.bin", ["start.elf"]),
+    ("2711", "bootcode4.bin", ["config.txt", "start4.elf"]),
+])
+def test_msd_ends_as_mass_storage(tmp_path: Path, chip: str, second: str,
+                                  files: list[str]) -> None:
+    directory = _directory(tmp_path / "msd", {second: b"msd " * 100, "config.txt": b"# msd\n",
+                                              "start.elf": b"s" * 500, "start4.elf": b"4" * 500})
+    disk = VirtualDisk(tmp_path / "sd.img", 1 << 20)
+    pi = virtual_board(chip, (4,), ["msd"], disks=[disk])
+    bus = VirtualBus([pi], sysfs_root=tmp_path / "sys", dev_root=tmp_path / "dev")
+    code, events = _boot(bus, directory, follow=3.0, sysfs_root=tmp_path / "sys")
+    assert code == ExitCode.OK and _files(pi) == files
+    assert events.of("device_followed")[0].data["block_devices"] == ["sda"]
+    with pytest.raises(ValueError, match="not BCM2712"):
+        virtual_board("2712", (4,), ["msd"])

@@ -363,8 +363,11 @@ def role_report(pi: VirtualPi) -> dict[str, Any] | None:
             continue
         received = {r.name for r in pi.received if r.stage == index and r.kind == "file"
                     and r.value}
+        requested = {r.name for r in pi.received if r.stage == index
+                     and r.kind == "request_read"}
         stages.append({"stage": index, "role": role.name, "reached": pi.stage_index >= index,
                        "halted": role.halts and pi.stage_index == index,
+                       "never_requested": [n for n in role.expected if n not in requested],
                        "never_received": [n for n in role.expected if n not in received]})
     return {"stages": stages, "otp_customer_key_hash": board.otp.customer_key_hash,
             "eeprom_sha256": board.eeprom_sha256, "events": list(board.events),
