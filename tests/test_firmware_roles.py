@@ -243,3 +243,20 @@ def test_msd_ends_as_mass_storage(tmp_path: Path, chip: str, second: str,
     assert events.of("device_followed")[0].data["block_devices"] == ["sda"]
     with pytest.raises(ValueError, match="not BCM2712"):
         virtual_board("2712", (4,), ["msd"])
+
+
+def test_board_spec_with_role_and_otp_key(tmp_path: Path, key: rsa.RSAPrivateKey) -> None:
+    from cryptography.hazmat.primitives import serialization
+
+    from rpiboot.simulator.board_spec import build_pi, parse_pi_option
+
+    pem = tmp_path / "key.pem"
+    pem.write_bytes(key.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo))
+    spec = parse_pi_option(f"2712:1-1.4,role=secure-boot,otp-key={pem},disk=1M", 0)
+    pi = build_pi(spec, 0, str(tmp_path))
+    assert pi.port_path == "1-1.4" and pi.chip == "2712"
+    assert pi.board.otp.customer_key_hash == hashlib.sha256(_pubkey(key)).hexdigest()
+    assert pi.board.eeprom_pubkey == _pubkey(key)
+    assert [type(s).__name__ for s in pi.stages] == ["RomStage", "ServerStage", "FinalStage"]
+    assert pi.stages[-1].disks[0].size == 1 << 20

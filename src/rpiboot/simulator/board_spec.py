@@ -13,7 +13,7 @@ import json
 import os
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 from .firmware_roles import role_report, virtual_board
 from .script import Request, done, load, metadata
@@ -318,6 +318,18 @@ def directory_warnings(pi: VirtualPi, directory: Path) -> list[str]:
         return []
     return [f"the board at {pi.port_path} (BCM{pi.chip}) finished without requesting "
             f"{', '.join(missing)}, which {directory} offers: they were not tested"]
+
+
+def role_warnings(pis: Sequence[VirtualPi]) -> list[str]:
+    """Firmware that ran without files it expects (e.g. recovery.bin with no pieeprom.bin,
+    which real firmware reports as success)."""
+    warnings = []
+    for pi in pis:
+        for stage in (role_report(pi) or {}).get("stages", []):
+            if stage["reached"] and stage["never_received"]:
+                warnings.append(f"the board at {pi.port_path} ran {stage['role']} without "
+                                f"receiving {', '.join(stage['never_received'])}")
+    return warnings
 
 
 def _payload(directory: Path) -> set[str]:

@@ -280,7 +280,11 @@ class SecureBoot(MassStorageGadget):
     """
 
     name = "secure-boot"
-    expected = ("config.txt", "boot.img", "boot.sig")
+
+    @property  # type: ignore[override]
+    def expected(self) -> tuple[str, ...]:
+        signed = self.board.otp.customer_key_hash is not None
+        return ("config.txt", "boot.img", "boot.sig") if signed else ("config.txt", "boot.img")
 
     def check_second_stage(self, data: bytes) -> int:
         wanted = self.board.otp.customer_key_hash
@@ -379,8 +383,8 @@ def _image_pubkey(image: bytes) -> bytes | None:
     from ..eeprom.image import EepromImage
 
     try:
-        found = EepromImage(image).find_file("pubkey.bin")
-        data = EepromImage(image).get_file("pubkey.bin") if found else None
+        parsed = EepromImage(image)
+        data = parsed.get_file("pubkey.bin") if parsed.find_file("pubkey.bin") else None
     except (ToolError, ValueError, struct.error):
         return None
     return data[:264] if data and len(data) >= 264 else None

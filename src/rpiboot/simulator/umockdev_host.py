@@ -69,7 +69,8 @@ from pathlib import Path
 from typing import IO, Any, Sequence
 
 from .board_spec import (DEFAULT_FILES, build_pi, directory_warnings,  # noqa: F401
-                         load_scenario, parse_pi_option, parse_port, summarise, validate_spec)
+                         load_scenario, parse_pi_option, parse_port, role_warnings, summarise,
+                         validate_spec)
 from .virtual_pi import ServerStage, VirtualPi
 
 CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH, PR_CAPBSET_DROP = 1, 2, 24
@@ -275,6 +276,7 @@ class HostRun:
                     (directory_warnings(pi, Path(directory)) if directory else [])]
         warnings += [f"the board at {pi.port_path} refused {text}" for pi in self.pis
                      for text in getattr(getattr(pi, "board", None), "refusals", [])]
+        warnings += role_warnings(self.pis)
         return {"warnings": warnings, "command": list(command), "exit_code": exit_code,
                 "duration": round(duration, 3),
                 "started_monotonic": time.monotonic() - duration, "umockdev_dir": self.bus.root_dir,
