@@ -223,6 +223,8 @@ def test_nothing_given_is_a_usage_error() -> None:
      "No such file or directory"),
     (["--pi", "2711:1-3,disk=12345"], "positive multiple of 512"),
     (["--pi", "2711:1-3,disk=lots"], "expected bytes or a size like 64M"),
+    (["--pi", "2711:1-3,disk=1M:/dev/null"], "must be a regular file"),
+    (["--pi", "2711:1-3,disk=1M:/nonexistent/dir/disk.img"], "does not exist"),
 ])
 def test_bad_boards_are_one_line_usage_errors(arguments: list[str], words: str) -> None:
     done = _virtual(*arguments, "--", sys.executable, "-c", "pass")
