@@ -34,7 +34,7 @@ from pathlib import Path
 
 from rpiboot.provision.fan_out import fan_out
 from rpiboot.provision.image_source import open_image
-from rpiboot.provision.writer import SharedDigests, write_image
+from rpiboot.provision.writer import write_image
 
 MIB = 1 << 20
 
@@ -91,14 +91,13 @@ def cpu_seconds() -> float:
 def fan_out_cpu(image: Path, targets: list[Path]) -> tuple[float, float]:
     """(CPU seconds, wall seconds) to decompress ``image`` once and write it to ``targets``."""
     source = open_image(image)
-    digests = SharedDigests()
 
     def writer(target: Path):  # type: ignore[no-untyped-def]
         def write(feed):  # type: ignore[no-untyped-def]
             fd = os.open(target, os.O_WRONLY)
             try:
                 return write_image(feed, fd, disk_size=target.stat().st_size,
-                                   image_size=source.size, hash_image=False, digests=digests)
+                                   image_size=source.size, hash_image=False)
             finally:
                 os.close(fd)
         return write

@@ -163,15 +163,16 @@ def check_safe_to_write(disk: BlockDevice, *, sysfs_root: Path = Path("/sys"),
 
 def open_for_writing(disk: BlockDevice, *, sysfs_root: Path = Path("/sys"),
                      mountinfo: Path = Path("/proc/self/mountinfo"),
-                     swaps: Path = Path("/proc/swaps")) -> int:
-    """Check ``disk`` again, then open it for writing; returns the file descriptor.
+                     swaps: Path = Path("/proc/swaps"), read_too: bool = False) -> int:
+    """Check ``disk`` again, then open it for writing (``read_too``: reading as well, for
+    customisation); returns the file descriptor.
 
     Block devices are opened with O_EXCL, so the kernel refuses (EBUSY) one that is mounted or
     claimed meanwhile; the open node must be the device sysfs names (or, in tests and behind
     umockdev, a regular file).
     """
     check_safe_to_write(disk, sysfs_root=sysfs_root, mountinfo=mountinfo, swaps=swaps)
-    flags = os.O_WRONLY | os.O_CLOEXEC
+    flags = (os.O_RDWR if read_too else os.O_WRONLY) | os.O_CLOEXEC
     try:
         is_block = stat.S_ISBLK(os.stat(disk.path).st_mode)
         fd = os.open(disk.path, flags | (os.O_EXCL if is_block else 0))
