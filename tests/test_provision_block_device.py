@@ -131,7 +131,8 @@ def _two_disks(host: FakeHost) -> list[BlockDevice]:
 
 
 @pytest.mark.parametrize("storage,name", [("mmcblk0", "sda"), ("NVME0N1", "sdb"),
-                                          ("lun:1", "sdb"), ("largest", "sdb")])
+                                          ("lun:1", "sdb"), ("largest", "sdb"), ("emmc", "sda"),
+                                          ("nvme", "sdb")])
 def test_select_by_storage(host: FakeHost, storage: str, name: str) -> None:
     assert select_disk(_two_disks(host), storage).name == name
 

@@ -73,7 +73,10 @@ def test_a_failing_consumer_is_detached_and_the_others_finish() -> None:
                 raise WriteError("disk gone", code="device_gone")
         return count
 
-    results = fan_out(_numbered(100), [lambda feed: sum(1 for _ in feed), fails_at_ten, lambda feed: len(list(feed))], depth=2)
+    def count(feed) -> int:
+        return sum(1 for _ in feed)
+
+    results = fan_out(_numbered(100), [count, fails_at_ten, count], depth=2)
     assert results[0] == 100 and results[2] == 100
     assert isinstance(results[1], WriteError) and results[1].code == "device_gone"
 

@@ -45,7 +45,8 @@ FORMATS = ("raw", "xz", "gz", "bz2", "zst", "zip")
 
 
 class ImageError(ProvisionError):
-    """The image cannot be used: ``image_corrupt``, ``image_unsupported`` or ``image_unreadable``."""
+    """The image cannot be used: code ``image_corrupt``, ``image_unsupported`` or
+    ``image_unreadable``."""
 
     code = "image_corrupt"
 
