@@ -9,6 +9,7 @@ import struct
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings as hyp_settings, strategies as st
 from customise_support import (PI_CMDLINE, START, Disk, embed, fat_image_partition, gpt, mbr,
                                mkfs_partition, need_tools, open_rw, pi_disk)
 
@@ -240,3 +241,29 @@ def _free_bytes(disk: Disk) -> int:
         return volume.free_clusters() * volume.cluster_bytes
     finally:
         os.close(fd)
+
+
+names = st.sampled_from(["cmdline.txt", "config.txt", "user-data", "meta-data", "network-config",
+                         "firstrun.sh", "Some Long Name.conf", "UPPER.TXT", "x"])
+edits = st.lists(st.tuples(names, st.integers(0, 5000)), min_size=1, max_size=8)
+
+
+@pytest.mark.parametrize("fat_type", [12, 32])
+def test_random_edits_match_a_model(tmp_path: Path, fat_type: int) -> None:
+    template = pi_disk(tmp_path, fat_type=fat_type, name="template.img")
+    image = template.path.read_bytes()
+    base = {"cmdline.txt": PI_CMDLINE, "config.txt": template.mtype("config.txt")}
+
+    @hyp_settings(max_examples=25 if fat_type == 12 else 8, deadline=None,
+                  suppress_health_check=[HealthCheck.function_scoped_fixture])
+    @given(steps=edits)
+    def check(steps: list[tuple[str, int]]) -> None:
+        template.path.write_bytes(image)
+        model = dict(base)
+        for round_, (name, size) in enumerate(steps):
+            data = bytes([65 + round_]) * size
+            edit(template, {name: data})
+            model[name] = data
+        assert strict_read(template, tmp_path) == model
+
+    check()
