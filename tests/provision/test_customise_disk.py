@@ -103,6 +103,8 @@ def test_invalid_settings_touch_nothing(tmp_path: Path) -> None:
     with pytest.raises(CustomiseError) as info:
         run(disk, settings(hostname="bad_host"))
     assert info.value.code == "customise_invalid" and isinstance(info.value, ProvisionError)
+    with pytest.raises(CustomiseError, match="instance id"):
+        run(disk, settings(), instance_id="x y;reboot")
     assert disk.sha256() == before
 
 
