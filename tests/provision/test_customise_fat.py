@@ -17,7 +17,7 @@ from rpiboot.eeprom.fat_image import read_fat_image
 from rpiboot.provision.customise import find_boot_partition
 from rpiboot.provision.fat_volume import FatEditError, FatVolume
 from rpiboot.provision.partitions import PartitionTableError
-from rpiboot.provision.staged_disk import StagedDisk, WrittenRange
+from rpiboot.provision.staged_disk import DiskIOError, StagedDisk, WrittenRange
 
 
 def edit(disk: Disk, files: dict[str, bytes]) -> list[WrittenRange]:
@@ -232,6 +232,20 @@ def test_staged_disk_reads_see_staged_writes_and_nothing_reaches_disk_before_com
     data = path.read_bytes()
     assert data[700:705] == b"hello" and data[1020:1039] == b"across-a-block-edge"
     assert [(r.offset, r.length) for r in ranges] == [(512, 1024)]
+
+
+def test_staged_disk_refuses_writes_outside_its_partition(tmp_path: Path) -> None:
+    path = tmp_path / "plain.bin"
+    path.write_bytes(bytes(4096))
+    fd = os.open(path, os.O_RDWR)
+    try:
+        staged = StagedDisk(fd)
+        staged.confine(1024, 2048)
+        staged.write(1024, b"in")
+        with pytest.raises(DiskIOError, match="outside the partition"):
+            staged.write(3070, b"edge")
+    finally:
+        os.close(fd)
 
 
 def _free_bytes(disk: Disk) -> int:

@@ -66,6 +66,7 @@ def customise_disk(fd: int, settings: Settings, *, instance_id: str | None = Non
 def _customise(fd: int, s: Settings, instance_id: str) -> CustomiseResult:
     disk = StagedDisk(fd)
     partition = find_boot_partition(fd)
+    disk.confine(partition.offset, partition.size)
     volume = FatVolume(disk, partition.offset, partition.size)
     if s.is_empty():
         return CustomiseResult("none", partition_offset=partition.offset)
