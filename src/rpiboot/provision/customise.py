@@ -33,7 +33,8 @@ from .password_hash import hash_password
 from .staged_disk import DiskIOError, StagedDisk, WrittenRange
 
 __all__ = ["Settings", "CustomiseError", "CustomiseResult", "customise_disk", "detect_init",
-           "find_boot_partition", "hash_password", "INIT_MECHANISMS", "WrittenRange"]
+           "find_boot_partition", "hash_password", "validate_settings", "INIT_MECHANISMS",
+           "WrittenRange"]
 
 _INSTANCE_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
 CLOUD_INIT_MARKERS = ("user-data", "meta-data", "network-config")
