@@ -55,6 +55,15 @@ def build_parser() -> argparse.ArgumentParser:
     export = commands.add_parser("export", help="print the ledger")
     export.add_argument("--ledger", metavar="PATH|URL")
     export.add_argument("--format", choices=("json", "csv"), default="json")
+    demo = commands.add_parser("demo", help="provision virtual boards end to end (no hardware)")
+    demo.add_argument("--boards", type=_positive_int, default=4, metavar="N",
+                      help="how many virtual boards (default 4)")
+    demo.add_argument("--keep", type=Path, metavar="DIR",
+                      help="work in DIR and keep the image, disks, profile and ledger")
+    demo_output = demo.add_mutually_exclusive_group()
+    demo_output.add_argument("--json", action="store_true", help="JSON events, one per line")
+    demo_output.add_argument("--plain", action="store_true", help="plain lines")
+    demo.set_defaults(verbose=0)
     pool = commands.add_parser("pool", help="identity pools ({pool.COLUMN} in templates)")
     pool_commands = pool.add_subparsers(dest="pool_command", metavar="ACTION",
                                         parser_class=_Parser)
@@ -148,9 +157,6 @@ def _run(args: argparse.Namespace) -> int:
         close = getattr(reporter, "close", None)
         if close is not None:
             close()
-    if outcome.error is not None:
-        reporter(event("error", code="no_board", message=outcome.error,
-                       exit_code=int(ExitCode.NO_BOARD)))
     return int(outcome.exit_code)
 
 
@@ -178,6 +184,24 @@ def _report_error(reporter: EventSink, error: Exception) -> int:
         status = ExitCode.PROFILE if code == "boot_directory" else error.exit_code  # type: ignore[assignment]
     reporter(event("error", code=code, message=str(error), exit_code=int(status)))
     return int(status)
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from .demo import boards_text, run_demo
+    reporter = _reporter(args)
+    try:
+        outcome, kept = run_demo(reporter, boards=args.boards, keep=args.keep)
+    finally:
+        close = getattr(reporter, "close", None)
+        if close is not None:
+            close()
+    if not args.json:
+        for line in boards_text(outcome):
+            print(line, file=sys.stderr)
+        if kept is not None:
+            print(f"demo: files kept in {kept} (disks board*.img, demo-ledger.sqlite)",
+                  file=sys.stderr)
+    return int(outcome.exit_code)
 
 
 def _export(args: argparse.Namespace) -> int:
@@ -233,7 +257,8 @@ def _main(argv: Sequence[str] | None) -> int:
         return int(ExitCode.USAGE)
     if args.command == "pool" and args.pool_command is None:
         parser.error("pool needs an action: import")
-    handler = {"check": _check, "run": _run, "export": _export, "pool": _pool_import}
+    handler = {"check": _check, "run": _run, "export": _export, "pool": _pool_import,
+               "demo": _demo}
     return handler[args.command](args)
 
 

@@ -47,7 +47,6 @@ EVENT_SCHEMA: dict[str, dict[str, str]] = {
 
 OPTIONAL_FIELDS: dict[str, set[str]] = {
     "step_started": {"serial"},
-    "board_done": {"unit", "board"},
     "notice": {"port"},
 }
 """Fields that some events of a kind leave out (``board`` is the ledger's id of the board)."""

@@ -10,8 +10,10 @@ Typical use, one thread per writer::
 
     fan = FanOut(source.chunks())
     feeds = [fan.attach() for _ in disks]
-    ... start a thread per disk running ``with feed: write_image(feed, ...)`` ...
-    fan.run()
+    digests = SharedDigests()           # verify's checksums, computed once for all disks
+    ... a thread per disk runs ``with feed: write_image(feed, fd, ..., hash_image=False,
+    ...                                                  digests=digests)`` ...
+    fan.run()                           # then source.sha256 is the image's sha256
 
 or simply :func:`fan_out`, which does that and returns each consumer's result or exception.
 """

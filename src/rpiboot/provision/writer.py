@@ -11,6 +11,7 @@ from __future__ import annotations
 import errno
 import hashlib
 import os
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import Callable, Iterable, Iterator, NamedTuple
@@ -60,22 +61,45 @@ class WriteResult:
     seconds: float = 0.0
 
 
+class SharedDigests:
+    """sha256 of each written range, computed once for all the writers of one fan-out.
+
+    Writers fed by the same :class:`~.fan_out.FanOut` write the same bytes at the same offsets,
+    so the digest verify needs is the same for all of them; sharing it keeps the cost of N disks
+    close to the cost of one. Only share between writers of the same image stream."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._known: dict[tuple[int, int], str] = {}
+
+    def sha256(self, offset: int, data: memoryview) -> str:
+        key = (offset, len(data))
+        with self._lock:
+            known = self._known.get(key)
+        if known is None:
+            known = hashlib.sha256(data).hexdigest()
+            with self._lock:
+                self._known[key] = known
+        return known
+
+
 def write_image(chunks: Iterable[bytes], fd: int, *, disk_size: int, image_size: int | None,
                 bmap: Bmap | None = None, progress: Progress | None = None,
                 hash_image: bool = True, block_size: int = DEFAULT_CHUNK_SIZE,
-                sync_every: int | None = DEFAULT_SYNC_EVERY) -> WriteResult:
+                sync_every: int | None = DEFAULT_SYNC_EVERY,
+                digests: SharedDigests | None = None) -> WriteResult:
     """Write the image ``chunks`` to ``fd`` from offset 0.
 
     ``progress(bytes_written, total)`` is called after every block; ``total`` is the bytes this
     write will put on the disk when known (the image size, or the bmap's mapped size).
     ``hash_image=False`` skips the whole-image sha256 (a fan-out takes it from the source once).
-    ``sync_every`` bytes, the data is flushed to the disk, so progress and rate follow the disk
-    rather than the page cache.
+    Every ``sync_every`` bytes the data is flushed to the disk, so progress and rate follow the
+    disk rather than the page cache. Writers of one fan-out pass the same ``digests``.
     """
     _refuse_too_large(disk_size, image_size, bmap)
     total = bmap.mapped_size if bmap is not None else image_size
     plan = _RangePlan(bmap)
-    writer = _Writer(fd, disk_size, progress, total, sync_every)
+    writer = _Writer(fd, disk_size, progress, total, sync_every, digests or _OwnDigests())
     digest = hashlib.sha256() if hash_image else None
     started = time.monotonic()
     offset = 0
@@ -149,9 +173,15 @@ class _RangePlan:
                             f"{self.bmap.image_size}")
 
 
+class _OwnDigests:
+    def sha256(self, offset: int, data: memoryview) -> str:
+        return hashlib.sha256(data).hexdigest()
+
+
 class _Writer:
     def __init__(self, fd: int, disk_size: int, progress: Progress | None, total: int | None,
-                 sync_every: int | None):
+                 sync_every: int | None, digests: "SharedDigests | _OwnDigests"):
+        self.digests = digests
         self.fd = fd
         self.disk_size = disk_size
         self.progress = progress
@@ -171,7 +201,7 @@ class _Writer:
                 done += os.pwrite(self.fd, data[done:], offset + done)
             except OSError as error:
                 raise _write_error(error, offset + done) from None
-        self.ranges.append(WrittenRange(offset, len(data), hashlib.sha256(data).hexdigest()))
+        self.ranges.append(WrittenRange(offset, len(data), self.digests.sha256(offset, data)))
         self.written += len(data)
         self.unsynced += len(data)
         if self.sync_every and self.unsynced >= self.sync_every:
