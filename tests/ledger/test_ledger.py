@@ -114,6 +114,13 @@ def test_finish_keeps_the_first_outcome(ledger):
     assert ledger.export()[0]["result"] == "interrupted"
 
 
+def test_a_finished_record_is_not_changed(ledger):
+    board_id = finished_board(ledger, bytes_written=10, verified=True)
+    ledger.update_board(board_id, bytes_written=0, verified=False)
+    record = ledger.board(board_id)
+    assert (record["bytes_written"], record["verified"]) == (10, True)
+
+
 def test_mark_interrupted_leaves_finished_boards_alone(ledger):
     done = finished_board(ledger, serial="A")
     running = new_board(ledger, serial="B")

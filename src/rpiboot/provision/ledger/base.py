@@ -296,7 +296,8 @@ class Ledger:
             self._renew_board_claim(tx, board_id)
 
     def update_board(self, board_id: int, **fields: Any) -> None:
-        """Set facts learnt about a board: revision, mac, otp (dict), eeprom_sha256, image_sha256..."""
+        """Set facts learnt about a board still in progress: revision, mac, otp (dict),
+        eeprom_sha256, image_sha256... A finished record is not changed."""
         unknown = set(fields) - _UPDATABLE
         if unknown:
             raise TypeError(f"update_board: unknown field(s) {', '.join(sorted(unknown))}")
@@ -306,7 +307,8 @@ class Ledger:
         values = [self._column_value(name, fields[name]) for name in names]
         assignments = ", ".join(f"{name} = ?" for name in names)
         with self._transaction() as tx:
-            tx.execute(f"UPDATE boards SET {assignments} WHERE id = ?", (*values, board_id))
+            tx.execute(f"UPDATE boards SET {assignments} WHERE id = ? AND result = ?",
+                       (*values, board_id, IN_PROGRESS))
             if fields.get("unit") is not None:
                 tx.execute("UPDATE units SET board_id = ? WHERE unit = ? AND board_id IS NULL",
                            (board_id, int(fields["unit"])))
