@@ -52,7 +52,10 @@ class PostgresCluster:
             raise FileNotFoundError(f"PostgreSQL is not installed ({INSTALL_HINT})")
         self.bin = binaries
         self.durable = durable          # fsync on: for benchmarks; tests run without it
-        self.root = Path(tempfile.mkdtemp(prefix="rpiboot-pg-"))
+        # /tmp when it exists: short enough for the socket path (107 bytes at most) and
+        # reachable by the postgres user whatever TMPDIR says.
+        self.root = Path(tempfile.mkdtemp(prefix="rpiboot-pg-",
+                                          dir="/tmp" if os.path.isdir("/tmp") else None))
         self.data = self.root / "data"
         self._run_as = self._server_user()
         self._names = itertools.count(1)

@@ -12,12 +12,12 @@ from pathlib import Path
 
 from .base import IN_PROGRESS, INTERRUPTED, Ledger, iso_utc
 from .errors import (AlreadyProvisionedError, ClaimedElsewhereError, LedgerError,
-                     PoolExhaustedError, PoolImportError)
+                     LedgerUsageError, PoolExhaustedError, PoolImportError)
 from .paths import default_ledger_path
 from .pools import read_pool_csv
 
 __all__ = ["AlreadyProvisionedError", "ClaimedElsewhereError", "IN_PROGRESS", "INTERRUPTED",
-           "Ledger", "LedgerError", "PoolExhaustedError", "PoolImportError",
+           "Ledger", "LedgerError", "LedgerUsageError", "PoolExhaustedError", "PoolImportError",
            "default_ledger_path", "import_pool_csv", "is_url", "iso_utc", "open_ledger",
            "read_pool_csv"]
 

@@ -19,7 +19,7 @@ from datetime import datetime, timezone
 from typing import Any, Iterable, Iterator, Protocol, Sequence
 
 from .errors import (AlreadyProvisionedError, ClaimedElsewhereError, LedgerError,
-                     PoolExhaustedError, PoolImportError)
+                     LedgerUsageError, PoolExhaustedError, PoolImportError)
 from .migrations import LATEST, MIGRATIONS, SCHEMA_VERSION_TABLE, TOKENS
 from .pools import validate_pool_name, validate_rows
 
@@ -505,5 +505,5 @@ def _seconds(started: float | None, finished: float | None) -> float | None:
 def _check_name(name: str, what: str) -> str:
     name = str(name).strip()
     if not name or len(name) > 128 or not name.isprintable():
-        raise ValueError(f"{what} name must be 1-128 printable characters")
+        raise LedgerUsageError(f"{what} name must be 1-128 printable characters")
     return name
