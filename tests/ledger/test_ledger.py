@@ -296,11 +296,11 @@ def test_totals_count_outcomes_since_a_time(ledger, monkeypatch):
     finished_board(ledger, serial="old", result="write_failed")
     clock[0] = 2000.0
     for serial, result in (("a", "ok"), ("b", "ok"), ("c", "verify_mismatch"),
-                           ("d", "write_failed")):
+                           ("d", "write_failed"), ("a", "skipped")):
         finished_board(ledger, serial=serial, result=result)
     new_board(ledger, serial="e")
     assert ledger.totals(since=1500.0) == {
-        "ok": 2, "failed": 2, "in_progress": 1,
+        "ok": 2, "failed": 2, "skipped": 1, "in_progress": 1,
         "by_code": {"verify_mismatch": 1, "write_failed": 1}}
     assert ledger.totals(since=0)["by_code"]["write_failed"] == 2
 

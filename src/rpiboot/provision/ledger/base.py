@@ -25,6 +25,8 @@ from .pools import validate_pool_name, validate_rows
 
 IN_PROGRESS = "in_progress"
 INTERRUPTED = "interrupted"
+SKIPPED = "skipped"          # the pipeline's record of a board already provisioned
+_NOT_FAILED = frozenset({"ok", SKIPPED, IN_PROGRESS})
 
 _BOARD_COLUMNS = ("id", "serial", "chip", "port", "revision", "mac", "otp", "board",
                   "eeprom_sha256", "eeprom_config", "image_sha256", "bytes_written", "verified",
@@ -434,15 +436,16 @@ class Ledger:
         return records[0] if records else None
 
     def totals(self, since: float) -> dict[str, Any]:
-        """Boards finished since a time: {"ok", "failed", "in_progress", "by_code": {code: n}}."""
+        """Boards finished since a time: {"ok", "failed", "skipped", "in_progress",
+        "by_code": {failure code: n}}. "skipped" (already provisioned) is not a failure."""
         with self._transaction(write=False) as tx:
             rows = tx.execute("SELECT result, COUNT(*) FROM boards WHERE COALESCE(finished, started) >= ?"
                               " GROUP BY result", (since,)).all()
-        by_code = {str(result): int(count) for result, count in rows
-                   if result not in ("ok", IN_PROGRESS)}
-        counts = dict((str(result), int(count)) for result, count in rows)
+        counts = {str(result): int(count) for result, count in rows}
+        by_code = {result: count for result, count in counts.items() if result not in _NOT_FAILED}
         return {"ok": counts.get("ok", 0), "failed": sum(by_code.values()),
-                "in_progress": counts.get(IN_PROGRESS, 0), "by_code": by_code}
+                "skipped": counts.get(SKIPPED, 0), "in_progress": counts.get(IN_PROGRESS, 0),
+                "by_code": by_code}
 
     def _records(self, where: str, params: Sequence[Any], order: str,
                  whole: bool) -> list[dict[str, Any]]:
