@@ -35,3 +35,22 @@ def hammer(target: str, station: str, boards: int, barrier, results) -> None:  #
             won.append(serial)
     ledger.close()
     results.put({"station": station, "won": won, "lost": lost, "units": units, "entries": entries})
+
+
+def run_station(root, profile, serials, url, station, barrier, results) -> None:  # type: ignore[no-untyped-def]
+    """One "host" of the two-station test (a child process): its own virtual boards on its own
+    virtual bus, provisioned through the pipeline into the shared ledger."""
+    import sys
+    from pathlib import Path
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "provision"))
+    from provision_support import board, run_virtual
+    pis = [board("2712", port, serial, root / f"disk{port}.img", 64 << 20)
+           for port, serial in enumerate(serials, 1)]
+    barrier.wait()
+    run = run_virtual(root, profile, pis, ledger=url, station=station)
+    if run.error is not None:
+        results.put({"station": station, "error": repr(run.error)})
+        return
+    results.put({"station": station, "error": None,
+                 "boards": [{"serial": b.serial, "result": b.result, "unit": b.unit,
+                             "port": b.port} for b in run.outcome.boards]})
