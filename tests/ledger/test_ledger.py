@@ -6,6 +6,7 @@ import re
 import subprocess
 import sys
 import textwrap
+import time
 
 import pytest
 
@@ -211,6 +212,34 @@ def test_progress_renews_the_claim(ledger, ledger_target, monkeypatch):
     clock[0] += 50
     with pytest.raises(ClaimedElsewhereError):
         other.claim("10000001", "profile-1")
+    other.close()
+
+
+def test_a_live_station_keeps_its_claim_past_the_lease(ledger, ledger_target):
+    ledger.claim("10000001", "profile-1", expires_after=0.3)    # the heartbeat renews it
+    time.sleep(0.9)
+    other = open_ledger(ledger_target, station="station-b")
+    with pytest.raises(ClaimedElsewhereError):
+        other.claim("10000001", "profile-1")
+    other.close()
+
+
+def test_a_killed_stations_claim_expires_after_its_lease(ledger_target):
+    script = textwrap.dedent(f"""
+        import os
+        from rpiboot.provision.ledger import open_ledger
+        ledger = open_ledger({ledger_target!r}, station="dying")
+        ledger.claim("10000001", "profile-1", expires_after=1.5)
+        os._exit(9)
+    """)
+    assert subprocess.run([sys.executable, "-c", script], timeout=60).returncode == 9
+    other = open_ledger(ledger_target, station="station-b")
+    with pytest.raises(ClaimedElsewhereError, match="station dying"):
+        other.claim("10000001", "profile-1")
+    with other._transaction() as tx:
+        expires = tx.execute("SELECT expires FROM claims WHERE serial = ?", ("10000001",)).one()[0]
+    time.sleep(max(0.0, expires - time.time()) + 0.05)
+    other.claim("10000001", "profile-1")
     other.close()
 
 

@@ -125,6 +125,7 @@ class Ledger:
         self._backend = backend
         self._lock = threading.RLock()
         self._closed = False
+        self._heartbeat = _Heartbeat(self)
         self.host = socket.gethostname()
         self.station = _check_name(station if station is not None else self.host, "station")
         # Claims are owned by this open ledger: another process on the same station is another owner.
@@ -182,6 +183,7 @@ class Ledger:
                 tx.execute("DELETE FROM claims WHERE owner = ?", (self.owner,))
         except LedgerError:
             pass
+        self._heartbeat.stop()
         with self._lock:
             self._closed = True
             self._backend.close()
@@ -229,6 +231,7 @@ class Ledger:
                 self._abandon(tx, previous[1], now)
             if not reprovision:
                 self._refuse_if_done(tx, serial, profile_id)
+        self._heartbeat.beat_within(expires_after)
 
     def _raise_claimed(self, tx: _Tx, serial: str, now: float) -> None:
         row = tx.execute("SELECT station, host, claimed, expires FROM claims WHERE serial = ?",
@@ -259,7 +262,7 @@ class Ledger:
             tx.execute("DELETE FROM claims WHERE serial = ? AND owner = ?", (serial, self.owner))
 
     def renew_claims(self) -> None:
-        """Push back the expiry of every claim this ledger holds (call during long steps)."""
+        """Push back the expiry of every claim this ledger holds (the heartbeat does this)."""
         with self._transaction() as tx:
             tx.execute("UPDATE claims SET expires = ? + lease WHERE owner = ?",
                        (_now(), self.owner))
@@ -497,6 +500,38 @@ class Ledger:
             "steps": [],
         }
         return record
+
+
+class _Heartbeat:
+    """Renews a live ledger's claims a few times per lease, from a daemon thread, so a station
+    that is busy (a long write) keeps its boards and only one that stopped loses them."""
+
+    def __init__(self, ledger: Ledger) -> None:
+        self._ledger = ledger
+        self._interval: float | None = None
+        self._stopped = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def beat_within(self, lease: float) -> None:
+        interval = max(0.05, lease / 3)
+        if self._interval is None or interval < self._interval:
+            self._interval = interval
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name="rpiboot-ledger-heartbeat",
+                                            daemon=True)
+            self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stopped.wait(self._interval):
+            try:
+                self._ledger.renew_claims()
+            except LedgerError:
+                pass            # the next beat (or the board's own next call) tries again
+
+    def stop(self) -> None:
+        self._stopped.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
 
 
 def _seconds(started: float | None, finished: float | None) -> float | None:
