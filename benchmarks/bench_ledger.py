@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import multiprocessing
-import os
 import statistics
 import sys
 import tempfile
@@ -32,7 +31,7 @@ PROCESSES = 2
 BOARDS = 16
 
 
-def provision(target: str, station: str, boards: int, barrier, results) -> None:  # type: ignore[no-untyped-def]
+def provision(target: str, station: str, boards: int, barrier, results) -> None:  # type: ignore
     """One host: the ledger calls of `boards` boards, each timed."""
     from rpiboot.provision.ledger import open_ledger
     ledger = open_ledger(target, station=station)

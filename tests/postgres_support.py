@@ -38,8 +38,10 @@ def bin_dir() -> Path | None:
     found = shutil.which("initdb")
     if found:
         return Path(found).parent
-    candidates = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"),
-                        key=lambda path: int(Path(path).parts[-3]) if Path(path).parts[-3].isdigit() else 0)
+    def version(initdb: str) -> int:
+        number = Path(initdb).parts[-3]
+        return int(number) if number.isdigit() else 0
+    candidates = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"), key=version)
     return Path(candidates[-1]).parent if candidates else None
 
 

@@ -19,7 +19,7 @@ from rpiboot.provision.ledger.migrations import LATEST, Migration
 ISO_UTC = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z")
 
 
-def finished_board(ledger, serial="10000001", result="ok", **fields):  # type: ignore[no-untyped-def]
+def finished_board(ledger, serial="10000001", result="ok", **fields):  # type: ignore
     board_id = new_board(ledger, serial)
     if fields:
         ledger.update_board(board_id, **fields)

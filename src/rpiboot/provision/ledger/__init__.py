@@ -58,5 +58,5 @@ def _backend(target: str | Path | None):  # type: ignore[no-untyped-def]
 
 
 def import_pool_csv(ledger: Ledger, path: str | Path, pool: str = "default") -> int:
-    """`rpiboot-provision pool import FILE.csv`: validate the file, then import it all or nothing."""
+    """`rpiboot-provision pool import FILE.csv`: check the whole file, then import it at once."""
     return ledger.import_pool(read_pool_csv(path), pool=pool)

@@ -18,9 +18,10 @@ from contextlib import contextmanager
 from datetime import datetime, timezone
 from typing import Any, Iterable, Iterator, Protocol, Sequence
 
+from ... import __version__
 from .errors import (AlreadyProvisionedError, ClaimedElsewhereError, LedgerError,
                      LedgerUsageError, PoolExhaustedError, PoolImportError)
-from .migrations import LATEST, MIGRATIONS, SCHEMA_VERSION_TABLE, TOKENS
+from .migrations import LATEST, MIGRATIONS, SCHEMA_VERSION_TABLE
 from .pools import validate_pool_name, validate_rows
 
 IN_PROGRESS = "in_progress"
@@ -128,7 +129,7 @@ class Ledger:
         self._heartbeat = _Heartbeat(self)
         self.host = socket.gethostname()
         self.station = _check_name(station if station is not None else self.host, "station")
-        # Claims are owned by this open ledger: another process on the same station is another owner.
+        # Claims belong to this open ledger: another process on the same station is another owner.
         self.owner = f"{self.station}/{self.host}/{os.getpid()}/{uuid.uuid4().hex[:12]}"
 
     # -- plumbing ------------------------------------------------------------------------
@@ -166,8 +167,8 @@ class Ledger:
                 if migration.version > current:
                     for statement in migration.statements:
                         tx.execute(statement.format(**self._backend.tokens))
-                    tx.execute("INSERT INTO schema_version (version, name, applied) VALUES (?, ?, ?)",
-                               (migration.version, migration.name, _now()))
+                    tx.execute("INSERT INTO schema_version (version, name, applied)"
+                               " VALUES (?, ?, ?)", (migration.version, migration.name, _now()))
         return LATEST
 
     def schema_version(self) -> int:
@@ -200,9 +201,9 @@ class Ledger:
               expires_after: float = 900) -> None:
         """Claim a board before writing it; raise if another owner holds it or it is done.
 
-        The claim lasts ``expires_after`` seconds and is renewed by every record_step and
-        update_board of its board (and by renew_claims), so only a station that stopped
-        working loses it. finish_board and mark_interrupted release it.
+        The claim lasts ``expires_after`` seconds and this ledger's heartbeat (and every call
+        about its board) renews it while the process lives, so only a station that stopped
+        loses it. finish_board and mark_interrupted release it.
         """
         if not serial:
             raise ValueError("claim needs a serial number")
@@ -210,7 +211,7 @@ class Ledger:
             raise ValueError("expires_after must be positive")
         now = _now()
         with self._transaction() as tx:
-            previous = tx.execute("SELECT owner, board_id, expires FROM claims WHERE serial = ?",
+            previous = tx.execute("SELECT owner, board_id FROM claims WHERE serial = ?",
                                   (serial,)).one()
             # Claim first, then look for an ok record: a concurrent finish_board on another
             # host then either blocks this insert (and is seen below) or sees our claim.
@@ -254,7 +255,8 @@ class Ledger:
         if done is not None:
             raise AlreadyProvisionedError(
                 f"board {_printable(serial)} was already provisioned with this profile"
-                f" (station {_printable(done[0])}, {iso_utc(done[1])}); use --reprovision to redo it")
+                f" (station {_printable(done[0])}, {iso_utc(done[1])});"
+                " use --reprovision to redo it")
 
     def release_claim(self, serial: str) -> None:
         """Give up this ledger's claim on a serial (a board skipped after claiming)."""
@@ -278,15 +280,14 @@ class Ledger:
                     host: str | None = None, tool_version: str | None = None,
                     started: float | None = None) -> int:
         """Insert the board's record as in_progress and return its id."""
-        if tool_version is None:
-            from rpiboot import __version__ as tool_version
         with self._transaction() as tx:
             board_id = tx.execute(
                 "INSERT INTO boards (serial, chip, port, station, host, tool_version,"
                 " profile_name, profile_id, result, started) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
                 " RETURNING id",
-                (serial, chip, port, self.station, host or self.host, tool_version, profile_name,
-                 profile_id, IN_PROGRESS, _now() if started is None else started)).one()[0]
+                (serial, chip, port, self.station, host or self.host,
+                 tool_version or __version__, profile_name, profile_id, IN_PROGRESS,
+                 _now() if started is None else started)).one()[0]
             if serial:
                 tx.execute("UPDATE claims SET board_id = ? WHERE serial = ? AND owner = ?",
                            (board_id, serial, self.owner))
@@ -339,7 +340,8 @@ class Ledger:
             tx.execute("UPDATE boards SET result = ?, error = ?, finished = ?"
                        " WHERE id = ? AND result = ?",
                        (result, error, _now(), board_id, IN_PROGRESS))
-            tx.execute("DELETE FROM claims WHERE board_id = ? AND owner = ?", (board_id, self.owner))
+            tx.execute("DELETE FROM claims WHERE board_id = ? AND owner = ?",
+                       (board_id, self.owner))
 
     def mark_interrupted(self, board_ids: Iterable[int]) -> None:
         """Ctrl-C / SIGTERM: every listed board still in progress becomes "interrupted"."""
@@ -386,7 +388,8 @@ class Ledger:
                 data = _json_text(row)
                 if tx.execute("SELECT id FROM pools WHERE pool = ? AND data = ?",
                               (pool, data)).one() is not None:
-                    raise PoolImportError(f"pool {pool!r} already holds the row {row}; nothing was imported")
+                    raise PoolImportError(f"pool {pool!r} already holds the row {row};"
+                                          " nothing was imported")
                 tx.execute("INSERT INTO pools (pool, data, imported) VALUES (?, ?, ?)",
                            (pool, data, now))
         return len(checked)
@@ -402,8 +405,9 @@ class Ledger:
             if row is None:
                 total = tx.execute("SELECT COUNT(*) FROM pools WHERE pool = ?", (pool,)).one()[0]
                 if total == 0:
-                    raise PoolExhaustedError(f"identity pool {_printable(pool)!r} is empty or does not"
-                                             " exist: import one with `rpiboot-provision pool import`")
+                    raise PoolExhaustedError(
+                        f"identity pool {_printable(pool)!r} is empty or does not exist:"
+                        " import one with `rpiboot-provision pool import`")
                 raise PoolExhaustedError(f"identity pool {_printable(pool)!r} is used up"
                                          f" (all {total} entries taken)")
             self._renew_board_claim(tx, board_id)
@@ -429,9 +433,10 @@ class Ledger:
         limit = max(0, int(limit))
         where, params = "", ()
         if search:
-            pattern = "%" + search.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
-            where = "WHERE " + " OR ".join(f"LOWER({column}) LIKE ? ESCAPE '\\'" for column in _SEARCHED)
-            params = (pattern,) * len(_SEARCHED)
+            escaped = search.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+            where = "WHERE " + " OR ".join(f"LOWER({column}) LIKE ? ESCAPE '\\'"
+                                           for column in _SEARCHED)
+            params = (f"%{escaped}%",) * len(_SEARCHED)
         return self._records(where, params, f"ORDER BY id DESC LIMIT {limit}", whole=False)
 
     def board(self, board_id: int) -> dict[str, Any] | None:
@@ -442,8 +447,9 @@ class Ledger:
         """Boards finished since a time: {"ok", "failed", "skipped", "in_progress",
         "by_code": {failure code: n}}. "skipped" (already provisioned) is not a failure."""
         with self._transaction(write=False) as tx:
-            rows = tx.execute("SELECT result, COUNT(*) FROM boards WHERE COALESCE(finished, started) >= ?"
-                              " GROUP BY result", (since,)).all()
+            rows = tx.execute("SELECT result, COUNT(*) FROM boards"
+                              " WHERE COALESCE(finished, started) >= ? GROUP BY result",
+                              (since,)).all()
         counts = {str(result): int(count) for result, count in rows}
         by_code = {result: count for result, count in counts.items() if result not in _NOT_FAILED}
         return {"ok": counts.get("ok", 0), "failed": sum(by_code.values()),
