@@ -38,8 +38,10 @@ def bin_dir() -> Path | None:
     found = shutil.which("initdb")
     if found:
         return Path(found).parent
-    candidates = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"),
-                        key=lambda path: int(Path(path).parts[-3]) if Path(path).parts[-3].isdigit() else 0)
+    def version(initdb: str) -> int:
+        number = Path(initdb).parts[-3]
+        return int(number) if number.isdigit() else 0
+    candidates = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"), key=version)
     return Path(candidates[-1]).parent if candidates else None
 
 
@@ -52,7 +54,10 @@ class PostgresCluster:
             raise FileNotFoundError(f"PostgreSQL is not installed ({INSTALL_HINT})")
         self.bin = binaries
         self.durable = durable          # fsync on: for benchmarks; tests run without it
-        self.root = Path(tempfile.mkdtemp(prefix="rpiboot-pg-"))
+        # /tmp when it exists: short enough for the socket path (107 bytes at most) and
+        # reachable by the postgres user whatever TMPDIR says.
+        self.root = Path(tempfile.mkdtemp(prefix="rpiboot-pg-",
+                                          dir="/tmp" if os.path.isdir("/tmp") else None))
         self.data = self.root / "data"
         self._run_as = self._server_user()
         self._names = itertools.count(1)

@@ -11,7 +11,7 @@ def new_board(ledger: Ledger, serial: str = "10000001", profile_id: str = "profi
                               profile_id=profile_id, host="host-a", tool_version="test")
 
 
-def hammer(target: str, station: str, boards: int, barrier, results) -> None:  # type: ignore[no-untyped-def]
+def hammer(target: str, station: str, boards: int, barrier, results) -> None:  # type: ignore
     """One "host" of the concurrency tests (runs in a child process): for each i it claims the
     serial SHARED-i that the other host also claims, and provisions it when the claim is won,
     plus a serial of its own; every provisioned board takes a unit and a pool entry."""
@@ -35,3 +35,22 @@ def hammer(target: str, station: str, boards: int, barrier, results) -> None:  #
             won.append(serial)
     ledger.close()
     results.put({"station": station, "won": won, "lost": lost, "units": units, "entries": entries})
+
+
+def run_station(root, profile, serials, url, station, barrier, results) -> None:  # type: ignore
+    """One "host" of the two-station test (a child process): its own virtual boards on its own
+    virtual bus, provisioned through the pipeline into the shared ledger."""
+    import sys
+    from pathlib import Path
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "provision"))
+    from provision_support import board, run_virtual
+    pis = [board("2712", port, serial, root / f"disk{port}.img", 64 << 20)
+           for port, serial in enumerate(serials, 1)]
+    barrier.wait()
+    run = run_virtual(root, profile, pis, ledger=url, station=station)
+    if run.error is not None:
+        results.put({"station": station, "error": repr(run.error)})
+        return
+    results.put({"station": station, "error": None,
+                 "boards": [{"serial": b.serial, "result": b.result, "unit": b.unit,
+                             "port": b.port} for b in run.outcome.boards]})

@@ -6,6 +6,7 @@ import re
 import subprocess
 import sys
 import textwrap
+import time
 
 import pytest
 
@@ -18,7 +19,7 @@ from rpiboot.provision.ledger.migrations import LATEST, Migration
 ISO_UTC = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z")
 
 
-def finished_board(ledger, serial="10000001", result="ok", **fields):  # type: ignore[no-untyped-def]
+def finished_board(ledger, serial="10000001", result="ok", **fields):  # type: ignore
     board_id = new_board(ledger, serial)
     if fields:
         ledger.update_board(board_id, **fields)
@@ -114,6 +115,13 @@ def test_finish_keeps_the_first_outcome(ledger):
     assert ledger.export()[0]["result"] == "interrupted"
 
 
+def test_a_finished_record_is_not_changed(ledger):
+    board_id = finished_board(ledger, bytes_written=10, verified=True)
+    ledger.update_board(board_id, bytes_written=0, verified=False)
+    record = ledger.board(board_id)
+    assert (record["bytes_written"], record["verified"]) == (10, True)
+
+
 def test_mark_interrupted_leaves_finished_boards_alone(ledger):
     done = finished_board(ledger, serial="A")
     running = new_board(ledger, serial="B")
@@ -207,6 +215,34 @@ def test_progress_renews_the_claim(ledger, ledger_target, monkeypatch):
     other.close()
 
 
+def test_a_live_station_keeps_its_claim_past_the_lease(ledger, ledger_target):
+    ledger.claim("10000001", "profile-1", expires_after=0.3)    # the heartbeat renews it
+    time.sleep(0.9)
+    other = open_ledger(ledger_target, station="station-b")
+    with pytest.raises(ClaimedElsewhereError):
+        other.claim("10000001", "profile-1")
+    other.close()
+
+
+def test_a_killed_stations_claim_expires_after_its_lease(ledger_target):
+    script = textwrap.dedent(f"""
+        import os
+        from rpiboot.provision.ledger import open_ledger
+        ledger = open_ledger({ledger_target!r}, station="dying")
+        ledger.claim("10000001", "profile-1", expires_after=1.5)
+        os._exit(9)
+    """)
+    assert subprocess.run([sys.executable, "-c", script], timeout=60).returncode == 9
+    other = open_ledger(ledger_target, station="station-b")
+    with pytest.raises(ClaimedElsewhereError, match="station dying"):
+        other.claim("10000001", "profile-1")
+    with other._transaction() as tx:
+        expires = tx.execute("SELECT expires FROM claims WHERE serial = ?", ("10000001",)).one()[0]
+    time.sleep(max(0.0, expires - time.time()) + 0.05)
+    other.claim("10000001", "profile-1")
+    other.close()
+
+
 def test_interrupted_and_closed_ledgers_release_their_claims(ledger, ledger_target):
     other = open_ledger(ledger_target, station="station-b")
     ledger.claim("A", "profile-1")
@@ -289,11 +325,11 @@ def test_totals_count_outcomes_since_a_time(ledger, monkeypatch):
     finished_board(ledger, serial="old", result="write_failed")
     clock[0] = 2000.0
     for serial, result in (("a", "ok"), ("b", "ok"), ("c", "verify_mismatch"),
-                           ("d", "write_failed")):
+                           ("d", "write_failed"), ("a", "skipped")):
         finished_board(ledger, serial=serial, result=result)
     new_board(ledger, serial="e")
     assert ledger.totals(since=1500.0) == {
-        "ok": 2, "failed": 2, "in_progress": 1,
+        "ok": 2, "failed": 2, "skipped": 1, "in_progress": 1,
         "by_code": {"verify_mismatch": 1, "write_failed": 1}}
     assert ledger.totals(since=0)["by_code"]["write_failed"] == 2
 

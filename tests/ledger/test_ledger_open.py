@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from rpiboot.provision.ledger import LedgerError, default_ledger_path, open_ledger
+from rpiboot.provision.ledger import (LedgerError, LedgerUsageError, default_ledger_path,
+                                      open_ledger)
 from rpiboot.provision.ledger import paths
 
 
@@ -58,3 +59,9 @@ def test_an_unusable_path_is_one_line(tmp_path, make, message):
 def test_an_unknown_url_scheme_is_refused():
     with pytest.raises(LedgerError, match="unsupported ledger URL scheme 'mysql'"):
         open_ledger("mysql://user@host/db")
+
+
+def test_an_empty_station_name_is_a_usage_error(tmp_path):
+    with pytest.raises(LedgerUsageError, match="station name") as raised:
+        open_ledger(tmp_path / "ledger.sqlite", station=" ")
+    assert raised.value.code == "usage"

@@ -84,6 +84,7 @@ def _wait_until_waiting(url: str, pid: int) -> None:
 
 
 def test_an_unreachable_server_is_one_line(tmp_path):
+    pytest.importorskip("psycopg", reason="psycopg is not installed (pip install 'rpiboot[line]')")
     with pytest.raises(LedgerError, match="cannot connect to the ledger") as raised:
         open_ledger(f"postgresql:///db?host={tmp_path}&connect_timeout=2")
     assert "\n" not in str(raised.value)

@@ -12,12 +12,12 @@ from pathlib import Path
 
 from .base import IN_PROGRESS, INTERRUPTED, Ledger, iso_utc
 from .errors import (AlreadyProvisionedError, ClaimedElsewhereError, LedgerError,
-                     PoolExhaustedError, PoolImportError)
+                     LedgerUsageError, PoolExhaustedError, PoolImportError)
 from .paths import default_ledger_path
 from .pools import read_pool_csv
 
 __all__ = ["AlreadyProvisionedError", "ClaimedElsewhereError", "IN_PROGRESS", "INTERRUPTED",
-           "Ledger", "LedgerError", "PoolExhaustedError", "PoolImportError",
+           "Ledger", "LedgerError", "LedgerUsageError", "PoolExhaustedError", "PoolImportError",
            "default_ledger_path", "import_pool_csv", "is_url", "iso_utc", "open_ledger",
            "read_pool_csv"]
 
@@ -58,5 +58,5 @@ def _backend(target: str | Path | None):  # type: ignore[no-untyped-def]
 
 
 def import_pool_csv(ledger: Ledger, path: str | Path, pool: str = "default") -> int:
-    """`rpiboot-provision pool import FILE.csv`: validate the file, then import it all or nothing."""
+    """`rpiboot-provision pool import FILE.csv`: check the whole file, then import it at once."""
     return ledger.import_pool(read_pool_csv(path), pool=pool)

@@ -18,13 +18,16 @@ from contextlib import contextmanager
 from datetime import datetime, timezone
 from typing import Any, Iterable, Iterator, Protocol, Sequence
 
+from ... import __version__
 from .errors import (AlreadyProvisionedError, ClaimedElsewhereError, LedgerError,
-                     PoolExhaustedError, PoolImportError)
-from .migrations import LATEST, MIGRATIONS, SCHEMA_VERSION_TABLE, TOKENS
+                     LedgerUsageError, PoolExhaustedError, PoolImportError)
+from .migrations import LATEST, MIGRATIONS, SCHEMA_VERSION_TABLE
 from .pools import validate_pool_name, validate_rows
 
 IN_PROGRESS = "in_progress"
 INTERRUPTED = "interrupted"
+SKIPPED = "skipped"          # the pipeline's record of a board already provisioned
+_NOT_FAILED = frozenset({"ok", SKIPPED, IN_PROGRESS})
 
 _BOARD_COLUMNS = ("id", "serial", "chip", "port", "revision", "mac", "otp", "board",
                   "eeprom_sha256", "eeprom_config", "image_sha256", "bytes_written", "verified",
@@ -123,9 +126,10 @@ class Ledger:
         self._backend = backend
         self._lock = threading.RLock()
         self._closed = False
+        self._heartbeat = _Heartbeat(self)
         self.host = socket.gethostname()
         self.station = _check_name(station if station is not None else self.host, "station")
-        # Claims are owned by this open ledger: another process on the same station is another owner.
+        # Claims belong to this open ledger: another process on the same station is another owner.
         self.owner = f"{self.station}/{self.host}/{os.getpid()}/{uuid.uuid4().hex[:12]}"
 
     # -- plumbing ------------------------------------------------------------------------
@@ -163,8 +167,8 @@ class Ledger:
                 if migration.version > current:
                     for statement in migration.statements:
                         tx.execute(statement.format(**self._backend.tokens))
-                    tx.execute("INSERT INTO schema_version (version, name, applied) VALUES (?, ?, ?)",
-                               (migration.version, migration.name, _now()))
+                    tx.execute("INSERT INTO schema_version (version, name, applied)"
+                               " VALUES (?, ?, ?)", (migration.version, migration.name, _now()))
         return LATEST
 
     def schema_version(self) -> int:
@@ -180,6 +184,7 @@ class Ledger:
                 tx.execute("DELETE FROM claims WHERE owner = ?", (self.owner,))
         except LedgerError:
             pass
+        self._heartbeat.stop()
         with self._lock:
             self._closed = True
             self._backend.close()
@@ -196,9 +201,9 @@ class Ledger:
               expires_after: float = 900) -> None:
         """Claim a board before writing it; raise if another owner holds it or it is done.
 
-        The claim lasts ``expires_after`` seconds and is renewed by every record_step and
-        update_board of its board (and by renew_claims), so only a station that stopped
-        working loses it. finish_board and mark_interrupted release it.
+        The claim lasts ``expires_after`` seconds and this ledger's heartbeat (and every call
+        about its board) renews it while the process lives, so only a station that stopped
+        loses it. finish_board and mark_interrupted release it.
         """
         if not serial:
             raise ValueError("claim needs a serial number")
@@ -206,7 +211,7 @@ class Ledger:
             raise ValueError("expires_after must be positive")
         now = _now()
         with self._transaction() as tx:
-            previous = tx.execute("SELECT owner, board_id, expires FROM claims WHERE serial = ?",
+            previous = tx.execute("SELECT owner, board_id FROM claims WHERE serial = ?",
                                   (serial,)).one()
             # Claim first, then look for an ok record: a concurrent finish_board on another
             # host then either blocks this insert (and is seen below) or sees our claim.
@@ -227,6 +232,7 @@ class Ledger:
                 self._abandon(tx, previous[1], now)
             if not reprovision:
                 self._refuse_if_done(tx, serial, profile_id)
+        self._heartbeat.beat_within(expires_after)
 
     def _raise_claimed(self, tx: _Tx, serial: str, now: float) -> None:
         row = tx.execute("SELECT station, host, claimed, expires FROM claims WHERE serial = ?",
@@ -249,7 +255,8 @@ class Ledger:
         if done is not None:
             raise AlreadyProvisionedError(
                 f"board {_printable(serial)} was already provisioned with this profile"
-                f" (station {_printable(done[0])}, {iso_utc(done[1])}); use --reprovision to redo it")
+                f" (station {_printable(done[0])}, {iso_utc(done[1])});"
+                " use --reprovision to redo it")
 
     def release_claim(self, serial: str) -> None:
         """Give up this ledger's claim on a serial (a board skipped after claiming)."""
@@ -257,7 +264,7 @@ class Ledger:
             tx.execute("DELETE FROM claims WHERE serial = ? AND owner = ?", (serial, self.owner))
 
     def renew_claims(self) -> None:
-        """Push back the expiry of every claim this ledger holds (call during long steps)."""
+        """Push back the expiry of every claim this ledger holds (the heartbeat does this)."""
         with self._transaction() as tx:
             tx.execute("UPDATE claims SET expires = ? + lease WHERE owner = ?",
                        (_now(), self.owner))
@@ -273,15 +280,14 @@ class Ledger:
                     host: str | None = None, tool_version: str | None = None,
                     started: float | None = None) -> int:
         """Insert the board's record as in_progress and return its id."""
-        if tool_version is None:
-            from rpiboot import __version__ as tool_version
         with self._transaction() as tx:
             board_id = tx.execute(
                 "INSERT INTO boards (serial, chip, port, station, host, tool_version,"
                 " profile_name, profile_id, result, started) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
                 " RETURNING id",
-                (serial, chip, port, self.station, host or self.host, tool_version, profile_name,
-                 profile_id, IN_PROGRESS, _now() if started is None else started)).one()[0]
+                (serial, chip, port, self.station, host or self.host,
+                 tool_version or __version__, profile_name, profile_id, IN_PROGRESS,
+                 _now() if started is None else started)).one()[0]
             if serial:
                 tx.execute("UPDATE claims SET board_id = ? WHERE serial = ? AND owner = ?",
                            (board_id, serial, self.owner))
@@ -296,7 +302,8 @@ class Ledger:
             self._renew_board_claim(tx, board_id)
 
     def update_board(self, board_id: int, **fields: Any) -> None:
-        """Set facts learnt about a board: revision, mac, otp (dict), eeprom_sha256, image_sha256..."""
+        """Set facts learnt about a board still in progress: revision, mac, otp (dict),
+        eeprom_sha256, image_sha256... A finished record is not changed."""
         unknown = set(fields) - _UPDATABLE
         if unknown:
             raise TypeError(f"update_board: unknown field(s) {', '.join(sorted(unknown))}")
@@ -306,7 +313,8 @@ class Ledger:
         values = [self._column_value(name, fields[name]) for name in names]
         assignments = ", ".join(f"{name} = ?" for name in names)
         with self._transaction() as tx:
-            tx.execute(f"UPDATE boards SET {assignments} WHERE id = ?", (*values, board_id))
+            tx.execute(f"UPDATE boards SET {assignments} WHERE id = ? AND result = ?",
+                       (*values, board_id, IN_PROGRESS))
             if fields.get("unit") is not None:
                 tx.execute("UPDATE units SET board_id = ? WHERE unit = ? AND board_id IS NULL",
                            (board_id, int(fields["unit"])))
@@ -332,7 +340,8 @@ class Ledger:
             tx.execute("UPDATE boards SET result = ?, error = ?, finished = ?"
                        " WHERE id = ? AND result = ?",
                        (result, error, _now(), board_id, IN_PROGRESS))
-            tx.execute("DELETE FROM claims WHERE board_id = ? AND owner = ?", (board_id, self.owner))
+            tx.execute("DELETE FROM claims WHERE board_id = ? AND owner = ?",
+                       (board_id, self.owner))
 
     def mark_interrupted(self, board_ids: Iterable[int]) -> None:
         """Ctrl-C / SIGTERM: every listed board still in progress becomes "interrupted"."""
@@ -379,7 +388,8 @@ class Ledger:
                 data = _json_text(row)
                 if tx.execute("SELECT id FROM pools WHERE pool = ? AND data = ?",
                               (pool, data)).one() is not None:
-                    raise PoolImportError(f"pool {pool!r} already holds the row {row}; nothing was imported")
+                    raise PoolImportError(f"pool {pool!r} already holds the row {row};"
+                                          " nothing was imported")
                 tx.execute("INSERT INTO pools (pool, data, imported) VALUES (?, ?, ?)",
                            (pool, data, now))
         return len(checked)
@@ -395,8 +405,9 @@ class Ledger:
             if row is None:
                 total = tx.execute("SELECT COUNT(*) FROM pools WHERE pool = ?", (pool,)).one()[0]
                 if total == 0:
-                    raise PoolExhaustedError(f"identity pool {_printable(pool)!r} is empty or does not"
-                                             " exist: import one with `rpiboot-provision pool import`")
+                    raise PoolExhaustedError(
+                        f"identity pool {_printable(pool)!r} is empty or does not exist:"
+                        " import one with `rpiboot-provision pool import`")
                 raise PoolExhaustedError(f"identity pool {_printable(pool)!r} is used up"
                                          f" (all {total} entries taken)")
             self._renew_board_claim(tx, board_id)
@@ -422,9 +433,10 @@ class Ledger:
         limit = max(0, int(limit))
         where, params = "", ()
         if search:
-            pattern = "%" + search.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_") + "%"
-            where = "WHERE " + " OR ".join(f"LOWER({column}) LIKE ? ESCAPE '\\'" for column in _SEARCHED)
-            params = (pattern,) * len(_SEARCHED)
+            escaped = search.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+            where = "WHERE " + " OR ".join(f"LOWER({column}) LIKE ? ESCAPE '\\'"
+                                           for column in _SEARCHED)
+            params = (f"%{escaped}%",) * len(_SEARCHED)
         return self._records(where, params, f"ORDER BY id DESC LIMIT {limit}", whole=False)
 
     def board(self, board_id: int) -> dict[str, Any] | None:
@@ -432,15 +444,17 @@ class Ledger:
         return records[0] if records else None
 
     def totals(self, since: float) -> dict[str, Any]:
-        """Boards finished since a time: {"ok", "failed", "in_progress", "by_code": {code: n}}."""
+        """Boards finished since a time: {"ok", "failed", "skipped", "in_progress",
+        "by_code": {failure code: n}}. "skipped" (already provisioned) is not a failure."""
         with self._transaction(write=False) as tx:
-            rows = tx.execute("SELECT result, COUNT(*) FROM boards WHERE COALESCE(finished, started) >= ?"
-                              " GROUP BY result", (since,)).all()
-        by_code = {str(result): int(count) for result, count in rows
-                   if result not in ("ok", IN_PROGRESS)}
-        counts = dict((str(result), int(count)) for result, count in rows)
+            rows = tx.execute("SELECT result, COUNT(*) FROM boards"
+                              " WHERE COALESCE(finished, started) >= ? GROUP BY result",
+                              (since,)).all()
+        counts = {str(result): int(count) for result, count in rows}
+        by_code = {result: count for result, count in counts.items() if result not in _NOT_FAILED}
         return {"ok": counts.get("ok", 0), "failed": sum(by_code.values()),
-                "in_progress": counts.get(IN_PROGRESS, 0), "by_code": by_code}
+                "skipped": counts.get(SKIPPED, 0), "in_progress": counts.get(IN_PROGRESS, 0),
+                "by_code": by_code}
 
     def _records(self, where: str, params: Sequence[Any], order: str,
                  whole: bool) -> list[dict[str, Any]]:
@@ -494,6 +508,38 @@ class Ledger:
         return record
 
 
+class _Heartbeat:
+    """Renews a live ledger's claims a few times per lease, from a daemon thread, so a station
+    that is busy (a long write) keeps its boards and only one that stopped loses them."""
+
+    def __init__(self, ledger: Ledger) -> None:
+        self._ledger = ledger
+        self._interval: float | None = None
+        self._stopped = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def beat_within(self, lease: float) -> None:
+        interval = max(0.05, lease / 3)
+        if self._interval is None or interval < self._interval:
+            self._interval = interval
+        if self._thread is None:
+            self._thread = threading.Thread(target=self._run, name="rpiboot-ledger-heartbeat",
+                                            daemon=True)
+            self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stopped.wait(self._interval):
+            try:
+                self._ledger.renew_claims()
+            except LedgerError:
+                pass            # the next beat (or the board's own next call) tries again
+
+    def stop(self) -> None:
+        self._stopped.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+
+
 def _seconds(started: float | None, finished: float | None) -> float | None:
     if started is None or finished is None:
         return None
@@ -503,5 +549,5 @@ def _seconds(started: float | None, finished: float | None) -> float | None:
 def _check_name(name: str, what: str) -> str:
     name = str(name).strip()
     if not name or len(name) > 128 or not name.isprintable():
-        raise ValueError(f"{what} name must be 1-128 printable characters")
+        raise LedgerUsageError(f"{what} name must be 1-128 printable characters")
     return name

@@ -11,6 +11,12 @@ class LedgerError(ProvisionError):
     code = "ledger_unavailable"
 
 
+class LedgerUsageError(ProvisionError):
+    """A bad argument from the operator, e.g. an empty --station name."""
+
+    code = "usage"
+
+
 class AlreadyProvisionedError(ProvisionError):
     """The board has an ``ok`` record with the same profile id (use reprovision to redo it)."""
 

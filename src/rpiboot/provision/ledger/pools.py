@@ -52,7 +52,8 @@ def _parse(reader: Iterable[list[str]], name: str) -> list[dict[str, str]]:
         if len(cells) != len(header):
             raise PoolImportError(f"{name} line {line}: {len(cells)} values, the header has"
                                   f" {len(header)} columns")
-        rows.append(_check_row(dict(zip(header, (cell.strip() for cell in cells))), f"{name} line {line}"))
+        values = dict(zip(header, (cell.strip() for cell in cells)))
+        rows.append(_check_row(values, f"{name} line {line}"))
     if header is None:
         raise PoolImportError(f"{name}: empty file (the first line must name the columns)")
     if not rows:
@@ -79,7 +80,8 @@ def _check_row(row: dict[str, str], where: str) -> dict[str, str]:
         if not isinstance(value, str) or not value:
             raise PoolImportError(f"{where}: column {column!r} is empty")
         if len(value) > MAX_VALUE:
-            raise PoolImportError(f"{where}: column {column!r} is longer than {MAX_VALUE} characters")
+            raise PoolImportError(f"{where}: column {column!r} is longer than {MAX_VALUE}"
+                                  " characters")
         if not value.isprintable():
             raise PoolImportError(f"{where}: column {column!r} holds a control character")
     return row

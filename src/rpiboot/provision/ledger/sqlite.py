@@ -7,7 +7,9 @@ locking is unreliable there, which is what the PostgreSQL backend is for.
 
 from __future__ import annotations
 
+import random
 import sqlite3
+import time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
@@ -15,6 +17,9 @@ from typing import Iterator
 from .errors import LedgerError
 
 BUSY_TIMEOUT = 30.0          # seconds a writer waits for another process's transaction
+# SQLite's own busy handler backs off to 100 ms sleeps, so a process writing back to back can
+# starve another for the whole burst; writers instead retry BEGIN IMMEDIATE every ~1 ms.
+HANDLER_TIMEOUT = 0.005
 MIN_VERSION = (3, 35, 0)     # UPDATE/INSERT ... RETURNING
 
 
@@ -38,7 +43,7 @@ class SQLiteBackend:
             if path.is_dir():
                 raise LedgerError(f"ledger {path} is a directory, not a ledger file")
             path.parent.mkdir(parents=True, exist_ok=True)
-            connection = sqlite3.connect(path, timeout=BUSY_TIMEOUT, isolation_level=None,
+            connection = sqlite3.connect(path, timeout=HANDLER_TIMEOUT, isolation_level=None,
                                          check_same_thread=False)
             connection.execute("PRAGMA journal_mode=WAL")
             connection.execute("PRAGMA foreign_keys=ON")
@@ -51,7 +56,10 @@ class SQLiteBackend:
     @contextmanager
     def transaction(self, write: bool) -> Iterator[sqlite3.Cursor]:
         cursor = self._connection.cursor()
-        cursor.execute("BEGIN IMMEDIATE" if write else "BEGIN")
+        if write:
+            self._begin_immediate(cursor)
+        else:
+            cursor.execute("BEGIN")
         try:
             yield cursor
         except BaseException:
@@ -59,6 +67,18 @@ class SQLiteBackend:
                 self._connection.execute("ROLLBACK")
             raise
         cursor.execute("COMMIT")
+
+    @staticmethod
+    def _begin_immediate(cursor: sqlite3.Cursor) -> None:
+        deadline = time.monotonic() + BUSY_TIMEOUT
+        while True:
+            try:
+                cursor.execute("BEGIN IMMEDIATE")
+                return
+            except sqlite3.OperationalError as exc:
+                if "locked" not in str(exc) or time.monotonic() > deadline:
+                    raise
+            time.sleep(random.uniform(0.0005, 0.002))
 
     def sql(self, query: str) -> str:
         return query
