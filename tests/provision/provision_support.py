@@ -57,7 +57,7 @@ def board(chip: str, port: int, serial: str, disk: Path, disk_size: int, *,
     stages: list[Any] = [RomStage(serial_index=rom_index)]
     if eeprom:
         requests = [r for name in RECOVERY_FILES for r in load(name)]
-        requests += [metadata(k, v) for k, v in (meta or {"MAC_ADDRESS": MAC}).items()]
+        requests += [metadata(k, v) for k, v in (meta or {"MAC_ADDR": MAC}).items()]
         stages += [ServerStage(requests + [done()], serial=serial),
                    RomStage(serial_index=rom_index)]
     gadget_requests = [r for name in GADGET_FILES for r in load(name)] + [done()]

@@ -85,7 +85,7 @@ def test_eeprom_then_reentry_at_the_same_port_then_write(line):
     recovery_before = {p.name: p.read_bytes() for p in (tmp / "recovery").iterdir()}
     extra = '[eeprom]\nrecovery = "recovery"\nboot_conf = "boot.conf"\n'
     pi = board("2711", 3, "abcdef02", tmp / "disk.img", 8 * MiB, eeprom=True,
-               meta={"MAC_ADDRESS": "d8:3a:dd:10:20:30", "BOOT_ROM": "0000c8b0"})
+               meta={"MAC_ADDR": "d8:3a:dd:10:20:30", "BOOT_ROM": "0000c8b0"})
     run = run_virtual(tmp, profile(tmp, "os.img", extra), [pi])
     assert_clean(run)
     assert run.outcome.exit_code == ExitCode.OK
@@ -324,3 +324,44 @@ def test_interrupt_marks_boards_in_progress_interrupted(line):
     assert run.outcome.exit_code == ExitCode.INTERRUPTED
     assert {r["result"] for r in export(tmp)} == {"interrupted"}
     assert json.loads(json.dumps(run.kinds("summary")[0]))["exit_code"] == 130
+
+
+def role_dirs(tmp: Path) -> None:
+    """Boot directories the simulator's firmware roles accept: the gadget loads boot.img only
+    with boot_ramdisk=1, as upstream's mass-storage-gadget64/config.txt sets it."""
+    (tmp / "gadget" / "config.txt").write_bytes(b"[all]\nboot_ramdisk=1\n")
+
+
+def test_role_based_board_flashes_the_built_eeprom_and_comes_back(line):
+    from rpiboot.simulator.firmware_roles import virtual_board
+    tmp, image = line
+    role_dirs(tmp)
+    pi = virtual_board("2711", (4,), ["recovery", "mass-storage-gadget"],
+                       disks=[VirtualDisk(tmp / "r.img", 8 * MiB)])
+    extra = '[eeprom]\nrecovery = "recovery"\nboot_conf = "boot.conf"\n'
+    run = run_virtual(tmp, profile(tmp, "os.img", extra), [pi])
+    assert_clean(run)
+    assert run.outcome.exit_code == ExitCode.OK, run.outcome.boards[0].message
+    assert pi.board.refusals == [] and pi.violations == []
+    record = export(tmp)[0]
+    assert pi.board.eeprom_sha256 == record["eeprom_sha256"]  # the board holds our image
+    assert record["otp"]["EEPROM_UPDATE"] == "success" and record["mac"].startswith("d8:3a:dd")
+    assert record["revision"] == "c03141"
+    assert disk_bytes(tmp / "r.img")[:len(image)] == image
+
+
+def test_recovery_that_does_not_reboot_fails_the_board_cleanly(line):
+    from rpiboot.simulator.firmware_roles import virtual_board
+    tmp, _image = line
+    role_dirs(tmp)
+    (tmp / "recovery" / "config.txt").write_bytes(b"recovery_reboot=0\n")  # the user's choice
+    pi = virtual_board("2711", (5,), ["recovery", "mass-storage-gadget"],
+                       disks=[VirtualDisk(tmp / "n.img", 8 * MiB)])
+    extra = '[eeprom]\nrecovery = "recovery"\nboot_conf = "boot.conf"\n'
+    run = run_virtual(tmp, profile(tmp, "os.img", extra), [pi], reentry_timeout=1.0)
+    assert_clean(run)
+    (failed,) = run.kinds("board_failed")
+    assert (failed["step"], failed["code"]) == ("boot", "board_gone")
+    assert "recovery_reboot" in failed["message"]
+    assert export(tmp)[0]["result"] == "board_gone"
+    assert not (tmp / "n.img").exists() or disk_bytes(tmp / "n.img") == bytes(8 * MiB)

@@ -16,7 +16,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 from ..events import event
 from .boot_step import BootRequest, boot_at_port
-from .errors import AlreadyDone, Interrupted, ProvisionError, exit_code_for
+from .errors import AlreadyDone, BootStepError, Interrupted, ProvisionError, exit_code_for
 
 if TYPE_CHECKING:
     from .pipeline import RunContext
@@ -28,6 +28,11 @@ class StorageError(ProvisionError):
 
 class NoSerialError(ProvisionError):
     code = "no_serial"
+
+
+class EepromNotFlashed(ProvisionError):
+    """recovery.bin reported that it did not write our image (EEPROM_UPDATE / EEPROM_HASH)."""
+    code = "eeprom_failed"
 
 
 @dataclass
@@ -76,6 +81,19 @@ class Board:
                 "disk": None if self.disk is None else str(self.disk.path),
                 "bytes_written": self.bytes_written, "verified": self.verified,
                 "seconds": self.seconds}
+
+
+def _check_flashed(metadata: dict[str, str], sha256: str) -> None:
+    """When recovery.bin reports the outcome (its metadata, on by default), believe it."""
+    update = metadata.get("EEPROM_UPDATE")
+    if update is not None and update != "success":
+        raise EepromNotFlashed(f"the recovery firmware reports EEPROM_UPDATE={update!r}: the "
+                               f"bootloader was not written (a signature or secure-boot key "
+                               f"the board refuses?)")
+    reported = metadata.get("EEPROM_HASH", "").lower()
+    if reported and reported.strip("0") and reported != sha256:
+        raise EepromNotFlashed(f"the board's EEPROM holds sha256 {reported[:16]}..., not the "
+                               f"image built for this run ({sha256[:16]}...)")
 
 
 class BoardWorker:
@@ -148,15 +166,22 @@ class BoardWorker:
         assert build is not None
         outcome = boot_at_port(self._boot_request(build.directory, follow=None))
         self._learn(outcome)
+        _check_flashed(outcome.metadata, build.sha256)
         return {"eeprom_sha256": build.sha256, "signed": build.signed,
+                "update": outcome.metadata.get("EEPROM_UPDATE"),
                 "metadata_keys": sorted(outcome.metadata)}
 
     def _boot(self) -> dict[str, Any]:
         context = self.context
-        # After the eeprom step the board comes back to the boot ROM at the same port: give it
-        # the time a board takes to reset, not just the engine's usual wait.
-        outcome = boot_at_port(self._boot_request(context.profile.boot_directory,
-                                                  follow=context.options.follow_seconds))
+        try:
+            outcome = boot_at_port(self._boot_request(context.profile.boot_directory,
+                                                      follow=context.options.follow_seconds))
+        except BootStepError as error:
+            if error.code == "board_gone" and context.profile.eeprom is not None:
+                error.args = (f"{error}; after the EEPROM step the board must come back to USB "
+                              f"boot mode: keep nRPIBOOT fitted, and recovery.bin reboots only "
+                              f"with recovery_reboot=1 in the recovery config.txt",)
+            raise
         self._learn(outcome)
         return {"block_devices": outcome.block_devices, "bytes_sent": outcome.bytes_sent}
 

@@ -18,8 +18,13 @@ if TYPE_CHECKING:
     from .board import Board
     from .eeprom_image import EepromBuild
 
-MAC_KEY = "MAC_ADDRESS"
-"""The OTP metadata key recovery.bin reports the Ethernet MAC under."""
+MAC_KEYS = ("MAC_ADDR", "MAC_ADDRESS")
+"""OTP metadata keys recovery.bin reports the Ethernet MAC under (MAC_ADDR in usbboot's docs)."""
+REVISION_KEY = "USER_BOARDREV"
+
+
+def board_mac(metadata: dict[str, str]) -> str:
+    return next((metadata[key] for key in MAC_KEYS if metadata.get(key)), "")
 
 
 class LedgerWriteError(ProvisionError):
@@ -92,8 +97,10 @@ class LedgerBook:
         fields: dict[str, Any] = {}
         if board.metadata:
             fields["otp"] = dict(board.metadata)
-            if board.metadata.get(MAC_KEY):
-                fields["mac"] = board.metadata[MAC_KEY]
+            if board_mac(board.metadata):
+                fields["mac"] = board_mac(board.metadata)
+            if board.metadata.get(REVISION_KEY):
+                fields["revision"] = board.metadata[REVISION_KEY]
         if self.eeprom is not None:
             fields.update(eeprom_sha256=self.eeprom.sha256, eeprom_config=self.eeprom.config)
         if fields:
@@ -142,7 +149,7 @@ class LedgerBook:
         """The customisation settings with this board's values in the templates."""
         from .customise import Settings
         values: dict[str, Any] = {"serial": board.serial or "", "chip": board.chip,
-                                  "mac": board.metadata.get(MAC_KEY, "")}
+                                  "mac": board_mac(board.metadata)}
         if board.unit is not None:
             values["unit"] = board.unit
         for column, value in board.pool.items():
