@@ -41,9 +41,11 @@ def test_relative_paths_are_relative_to_the_profile_file(tmp_path, monkeypatch):
 
 @pytest.mark.parametrize("text, expected", [
     (OS + "verfy = true\n", "unknown key '[os] verfy'; did you mean 'verify'?"),
-    (OS + "[customize]\nhostname = 'x'\n", "unknown section 'customize'; did you mean 'customise'?"),
+    (OS + "[customize]\nhostname = 'x'\n",
+     "unknown section 'customize'; did you mean 'customise'?"),
     (OS + "[customise]\npassword = 'secret'\n", "password_hash"),
-    (OS + "[customise]\nhostname = 'cm4-{seriall}'\n", "unknown placeholder {seriall}; did you mean {serial}?"),
+    (OS + "[customise]\nhostname = 'cm4-{seriall}'\n",
+     "unknown placeholder {seriall}; did you mean {serial}?"),
     (OS + "[customise]\nhostname = 'cm4-{unit:zz}'\n", "cannot be filled"),
     (OS + "[customise]\nhostname = 'cm4-{serial!r}'\n", "'!r' is not allowed"),
     (OS + "[customise]\nhostname = 'cm4-{'\n", "literal braces"),
@@ -51,7 +53,8 @@ def test_relative_paths_are_relative_to_the_profile_file(tmp_path, monkeypatch):
     (OS + "[customise]\ninit = 'systemd'\n", "init must be one of cloud-init, firstrun"),
     (OS + "[customise]\nssh_authorized_keys = 'ssh-ed25519 AAA'\n", "must be a list of strings"),
     ('[os]\nimage = 3\n', "[os] image must be a non-empty path, not an integer (3)"),
-    ('[os]\nimage = "os.img"\nverify = "yes"\n', "[os] verify must be a boolean, not a string ('yes')"),
+    ('[os]\nimage = "os.img"\nverify = "yes"\n',
+     "[os] verify must be a boolean, not a string ('yes')"),
     ('[os]\nimage = "missing.img"\n', "missing.img' does not exist"),
     ('[os]\nimage = "."\n', "is not a regular file"),
     ('name = "x"\n', "needs an [os] section"),

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import socket
 from pathlib import Path
-from typing import Callable
+from typing import Any, Callable
 
 from ..events import Event, EventSink, event
 from ..transport import Transport
@@ -27,7 +27,7 @@ from .book import LedgerBook
 from .bus import BusWatcher
 from .errors import ExitCode
 from .pipeline import Pipeline, RunContext, RunOptions, RunOutcome, start_event, summary_event
-from .preflight import ledger_target_text, preflight
+from .preflight import Preflight, ledger_target_text, preflight
 from .profile import Profile, load_profile
 
 
@@ -58,9 +58,10 @@ def provision(profile: str | Path | Profile, options: RunOptions | None = None, 
         checked.close()
 
 
-def _run(profile: Profile, checked, options: RunOptions, emit: Callable[[Event], None],  # type: ignore[no-untyped-def]
-         transport: Transport | None, ledger, station: str, ledger_text: str,
-         libusb: str | None, on_ready: Callable[[Pipeline], None] | None) -> RunOutcome:
+def _run(profile: Profile, checked: Preflight, options: RunOptions,
+         emit: Callable[[Event], None], transport: Transport | None, ledger: Any, station: str,
+         ledger_text: str, libusb: str | None,
+         on_ready: Callable[[Pipeline], None] | None) -> RunOutcome:
     owned = transport is None
     if transport is None:
         from ..api import _open_libusb

@@ -64,6 +64,8 @@ class Board:
     write_ranges: list[tuple[int, int, str]] = field(default_factory=list)
     metadata: dict[str, str] = field(default_factory=dict)
     pool: dict[str, str] = field(default_factory=dict)
+    info: dict[str, Any] | None = None
+    """Model, revision, memory... decoded from the OTP metadata by the engine, when known."""
     """The identity-pool entry the board took (``{pool.COLUMN}``)."""
     started: float = field(default_factory=time.time)
     finished: float | None = None
@@ -197,6 +199,8 @@ class BoardWorker:
         if outcome.serial and not board.serial:
             board.serial = outcome.serial
         board.metadata.update(outcome.metadata)
+        if outcome.board:
+            board.info = dict(outcome.board)
 
     def _claim_once(self) -> None:
         if not self.claimed:

@@ -101,6 +101,8 @@ class LedgerBook:
                 fields["mac"] = board_mac(board.metadata)
             if board.metadata.get(REVISION_KEY):
                 fields["revision"] = board.metadata[REVISION_KEY]
+        if board.info:
+            fields["board"] = board.info
         if self.eeprom is not None:
             fields.update(eeprom_sha256=self.eeprom.sha256, eeprom_config=self.eeprom.config)
         if fields:

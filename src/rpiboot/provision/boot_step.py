@@ -27,6 +27,8 @@ class BootOutcome:
     """OTP metadata the firmware reported (recovery.bin), untrusted strings."""
     block_devices: list[str] = field(default_factory=list)
     bytes_sent: int = 0
+    board: dict[str, Any] | None = None
+    """The board decoded from its OTP metadata, where the engine reports it (summary "board")."""
 
 
 @dataclass
@@ -84,8 +86,10 @@ def boot_at_port(request: BootRequest) -> BootOutcome:
         raise BootStepError(str(error), _code(error))
     final: dict[str, Any] = session.final or {}
     blocks = [name for name in final.get("block_devices", []) if isinstance(name, str)]
+    board = session.summary().get("board")
     return BootOutcome(serial=session.serial, chip=session.target.name, metadata=metadata,
-                       block_devices=blocks, bytes_sent=session.bytes_sent)
+                       block_devices=blocks, bytes_sent=session.bytes_sent,
+                       board=board if isinstance(board, dict) else None)
 
 
 def _code(error: RpibootError) -> str:

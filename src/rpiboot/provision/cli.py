@@ -196,8 +196,6 @@ def _reporter(args: argparse.Namespace) -> EventSink:
 def _report_error(reporter: EventSink, error: Exception) -> int:
     code = getattr(error, "code", "error")
     status = exit_code_for(code)
-    if isinstance(error, RpibootError) and code not in ("usb_unavailable", "permission"):
-        status = ExitCode.PROFILE if code == "boot_directory" else error.exit_code  # type: ignore[assignment]
     reporter(event("error", code=code, message=str(error), exit_code=int(status)))
     return int(status)
 
@@ -286,12 +284,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"{PROG}: interrupted", file=sys.stderr)
         return int(ExitCode.INTERRUPTED)
     except (ProvisionError, RpibootError) as error:
-        code = getattr(error, "code", "error")
-        status = exit_code_for(code)
-        if code == "boot_directory":
-            status = ExitCode.PROFILE
         print(f"{PROG}: error: {error}", file=sys.stderr)
-        return int(status)
+        return int(exit_code_for(getattr(error, "code", "error")))
     except BrokenPipeError:
         return 0
     except Exception as error:  # a bug: still one line, never a traceback

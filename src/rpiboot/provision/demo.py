@@ -45,7 +45,7 @@ image = "demo-os.img.xz"
 hostname = "demo-{{unit:03d}}"
 user = "operator"
 password_hash = "{password_hash}"
-ssh_authorized_keys = ["ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIDemoKeyOnlyForTheVirtualBoards demo@rpiboot"]
+ssh_authorized_keys = ["ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIDemoKeyOnlyForVirtualBoards demo@pi"]
 init = "cloud-init"
 """
 
@@ -67,7 +67,8 @@ def build_image(directory: Path) -> Path:
         struct.pack_into("<B3sB3sII", table, 446 + 16 * index, 0, b"\xfe\xff\xff", kind,
                          b"\xfe\xff\xff", first, count)
     table[510:512] = b"\x55\xaa"
-    root = b"".join(hashlib.sha256(str(n).encode()).digest() * 128 for n in range(ROOT_SIZE // 4096))
+    root = b"".join(hashlib.sha256(str(n).encode()).digest() * 128
+                    for n in range(ROOT_SIZE // 4096))
     image = (bytes(table) + bytes(BOOT_START * SECTOR - SECTOR) + boot.read_bytes() + root)
     path = directory / "demo-os.img.xz"
     path.write_bytes(lzma.compress(image, preset=1))

@@ -23,7 +23,7 @@ from .. import __version__
 from ..events import EventSink, event
 from ..session import stage_of
 from ..targets import target_for
-from ..transport import AccessDenied, DeviceRef, Transport, UsbError, read_serial_number
+from ..transport import AccessDenied, DeviceRef, UsbError, read_serial_number
 from .batch import WriteBatcher
 from .board import Board, BoardWorker
 from .book import LedgerBook
@@ -251,6 +251,3 @@ def start_event(profile: Profile, station: str, ledger: str) -> Any:
     return event("start", version=__version__, profile=str(profile.path),
                  profile_id=profile.profile_id, station=station, ledger=ledger)
 
-
-def board_transport(transport: Transport) -> BusWatcher:
-    return BusWatcher(transport)

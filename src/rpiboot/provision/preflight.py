@@ -52,7 +52,11 @@ class Preflight:
 
 
 def preflight(profile: Profile, *, keep_eeprom: bool = False) -> Preflight:
-    """Raises a ProvisionError (ProfileError, ImageError, BmapError...) on the first problem."""
+    """Raises a ProvisionError (ProfileError, ImageError, BmapError...) on the first problem.
+
+    The EEPROM image is built to check it; ``keep_eeprom`` keeps its recovery directory for
+    the run (the caller calls :meth:`Preflight.close`), else it is removed at once and only
+    its description (sha256) remains."""
     from .block_device import validate_storage
     from .bmap import load_bmap
     from .image_source import check_image
@@ -68,7 +72,6 @@ def preflight(profile: Profile, *, keep_eeprom: bool = False) -> Preflight:
     result = Preflight(profile, image, bmap, eeprom, notes)
     if not keep_eeprom:
         result.close()
-        result.eeprom = eeprom
     return result
 
 

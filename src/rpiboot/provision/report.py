@@ -39,9 +39,10 @@ def board_line(board: dict[str, Any]) -> str:
     if result not in ("ok", "skipped"):
         result = f"FAILED {result} at {board['step']}: {board['message']}"
     unit = f" unit {board['unit']}" if board.get("unit") is not None else ""
+    verified = "verified" if board["verified"] else " " * 8
     return (f"  {board['port']:<10} {board['chip'] or '?':<5} serial {board['serial'] or '-':<12}"
-            f"{unit} {human_bytes(board['bytes_written']):>10} "
-            f"{'verified' if board['verified'] else '        '} {board['seconds']:7.1f} s  {result}")
+            f"{unit} {human_bytes(board['bytes_written']):>10} {verified} "
+            f"{board['seconds']:7.1f} s  {result}")
 
 
 class PlainReporter:
