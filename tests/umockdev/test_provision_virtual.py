@@ -60,3 +60,47 @@ def test_four_boards_with_an_xz_image(umockdev_tools: tuple[str, str], tmp_path:
                   for r in records) == [(f"5eed000{n}", "ok", digest, True) for n in range(1, 5)]
     report = json.loads((tmp_path / "report.json").read_text())
     assert all(pi["violations"] == [] for pi in report["pis"])
+
+
+def test_eeprom_reentry_write_and_customise(umockdev_tools: tuple[str, str],
+                                            tmp_path: Path) -> None:
+    """One board whose firmware acts like recovery.bin then the mass-storage gadget: the
+    EEPROM built from boot.conf, the re-entry at the same port, the image written, and the
+    customisation read back from the disk with mtools."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "provision"))
+    from customise_support import pi_disk
+    from provision_support import make_boot_dirs
+    gadget, _recovery = make_boot_dirs(tmp_path)
+    (gadget / "config.txt").write_bytes(b"[all]\nboot_ramdisk=1\n")
+    disk = pi_disk(tmp_path, name="os.img")
+    profile = tmp_path / "line.toml"
+    profile.write_text('[boot]\ndirectory = "gadget"\n[eeprom]\nrecovery = "recovery"\n'
+                       'boot_conf = "boot.conf"\n[os]\nimage = "os.img"\n[customise]\n'
+                       'hostname = "cm4-{serial}"\ninit = "cloud-init"\n')
+    target = tmp_path / "emmc.img"
+    scenario = {"pis": [{"chip": "2711", "port": "1-3", "serial": "c0ffee01",
+                         "role": ["recovery", "mass-storage-gadget"],
+                         "disks": [{"size": "64M", "file": str(target)}]}]}
+    (tmp_path / "scenario.json").write_text(json.dumps(scenario))
+    ledger = tmp_path / "ledger.sqlite"
+    command = [sys.executable, "-m", "rpiboot.simulator.umockdev_cli", "--scenario",
+               str(tmp_path / "scenario.json"), "--report", str(tmp_path / "report.json"),
+               "--command-timeout", "90", "--", *provision_command(), "run", str(profile),
+               "--count", "1", "--plain", "--ledger", str(ledger), "--timeout", "60",
+               "--libusb", "system"]
+    env = {key: value for key, value in os.environ.items() if key != "RPIBOOT_LIBUSB"}
+    done = subprocess.run(command, capture_output=True, text=True, timeout=150, env=env)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert done.stdout.count("board arrived") == 1, done.stdout  # the re-entry is no new board
+    user_data = subprocess.run(["mtype", "-i", f"{target}@@{disk.offset}", "::user-data"],
+                               check=True, capture_output=True).stdout.decode()
+    assert 'hostname: "cm4-c0ffee01"' in user_data
+    records = json.loads(subprocess.run([*provision_command(), "export", "--ledger",
+                                         str(ledger)], capture_output=True, text=True,
+                                        check=True).stdout)
+    (record,) = records
+    assert record["result"] == "ok" and record["otp"]["EEPROM_UPDATE"] == "success"
+    report = json.loads((tmp_path / "report.json").read_text())
+    (pi,) = report["pis"]
+    assert pi["violations"] == []
+    assert pi["roles"]["eeprom_sha256"] == record["eeprom_sha256"], pi["roles"]
