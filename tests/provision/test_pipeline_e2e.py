@@ -8,6 +8,7 @@ import errno
 import hashlib
 import json
 import os
+import shutil
 import subprocess
 import zipfile
 from pathlib import Path
@@ -189,28 +190,23 @@ def test_zip_with_two_images_bad_bmap_and_small_disk_are_refused(line, capsys):
     assert cli.main(["check", str(profile(tmp, "two.zip"))]) == ExitCode.PROFILE
     error = capsys.readouterr().err
     assert error.count("\n") == 1 and "rpiboot-provision: error:" in error
-    (tmp / "os.img.bmap").write_text(bmap_text(len(image) * 2))
-    assert cli.main(["check", str(profile(tmp, "os.img", '\n[os]\n', "x.toml"))]) \
-        == ExitCode.PROFILE  # a duplicate [os] table is invalid TOML
-    bad_bmap = write_profile(tmp / "b.toml", '[boot]\ndirectory = "gadget"\n[os]\n'
-                                             'image = "os.img"\nbmap = "os.img.bmap"\n')
-    assert cli.main(["check", str(bad_bmap)]) == ExitCode.PROFILE
+    if shutil.which("bmaptool") is not None:  # a bmap made for an image of another size
+        os_image(tmp / "double.img", len(image) * 2, seed="double")
+        (tmp / "os.img.bmap").write_bytes(subprocess.run(
+            ["bmaptool", "create", str(tmp / "double.img")], capture_output=True,
+            check=True).stdout)
+        bad_bmap = profile(tmp, "os.img", 'bmap = "os.img.bmap"\n', "b.toml")
+        assert cli.main(["check", str(bad_bmap)]) == ExitCode.PROFILE
+        assert f"bmap describes an image of {2 * len(image)} bytes" in capsys.readouterr().err
+    (tmp / "garbage.bmap").write_text("<bmap version='9.9'/>")
+    assert cli.main(["check", str(profile(tmp, "os.img", 'bmap = "garbage.bmap"\n',
+                                          "g.toml"))]) == ExitCode.PROFILE
     assert "bmap" in capsys.readouterr().err
     small = board("2711", 1, "sma11", tmp / "small.img", 2 * MiB)
     run = run_virtual(tmp, profile(tmp, "os.img"), [small])
     assert run.outcome.exit_code == ExitCode.BOARD_FAILED
     assert run.kinds("board_failed")[0]["code"] == "image_too_large"
     assert disk_bytes(tmp / "small.img") == bytes(2 * MiB)  # refused before a byte
-
-
-def bmap_text(size: int) -> str:
-    blocks = size // 4096
-    return ("<?xml version=\"1.0\" ?>\n<bmap version=\"2.0\">\n"
-            f"<ImageSize>{size}</ImageSize>\n<BlockSize>4096</BlockSize>\n"
-            f"<BlocksCount>{blocks}</BlocksCount>\n<MappedBlocksCount>{blocks}"
-            "</MappedBlocksCount>\n<ChecksumType>sha256</ChecksumType>\n"
-            f"<BmapFileChecksum>{'0' * 64}</BmapFileChecksum>\n<BlockMap>\n"
-            f"<Range chksum=\"{'0' * 64}\">0-{blocks - 1}</Range>\n</BlockMap>\n</bmap>\n")
 
 
 def test_board_vanishing_mid_write_fails_alone(line, monkeypatch):
@@ -365,3 +361,23 @@ def test_recovery_that_does_not_reboot_fails_the_board_cleanly(line):
     assert "recovery_reboot" in failed["message"]
     assert export(tmp)[0]["result"] == "board_gone"
     assert not (tmp / "n.img").exists() or disk_bytes(tmp / "n.img") == bytes(8 * MiB)
+
+
+def test_bmap_for_another_image_fails_the_boards_and_a_matching_one_writes(line):
+    tmp, image = line
+    if shutil.which("bmaptool") is None:
+        pytest.skip("bmaptool not installed (bmap-tools)")
+    other = tmp / "other.img"
+    os_image(other, len(image), seed="another image of the same size")
+    for source, name in ((other, "wrong.bmap"), (tmp / "os.img", "right.bmap")):
+        made = subprocess.run(["bmaptool", "create", str(source)], capture_output=True,
+                              check=True).stdout
+        (tmp / name).write_bytes(made)
+    wrong = profile(tmp, "os.img", 'bmap = "wrong.bmap"\n', "w.toml")
+    run = run_virtual(tmp, wrong, [board("2711", 1, "b3a9", tmp / "w.img", 8 * MiB)])
+    assert_clean(run)
+    assert [e["code"] for e in run.kinds("board_failed")] == ["bmap_mismatch"]
+    right = profile(tmp, "os.img", 'bmap = "right.bmap"\n', "r.toml")
+    run = run_virtual(tmp, right, [board("2711", 2, "b3a8", tmp / "r.img", 8 * MiB)])
+    assert run.outcome.exit_code == ExitCode.OK
+    assert disk_bytes(tmp / "r.img")[:len(image)] == image

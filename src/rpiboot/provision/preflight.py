@@ -67,7 +67,7 @@ def preflight(profile: Profile, *, keep_eeprom: bool = False) -> Preflight:
     bmap = None
     if profile.os.bmap is not None:
         bmap = load_bmap(profile.os.bmap)
-        _check_bmap_size(profile, image, bmap)
+        bmap.check_image_size(getattr(image, "size", None))
     eeprom = build_recovery(profile.eeprom) if profile.eeprom is not None else None
     result = Preflight(profile, image, bmap, eeprom, notes)
     if not keep_eeprom:
@@ -117,14 +117,6 @@ def _check_templates(profile: Profile) -> None:
     validate = getattr(customise, "validate_settings", None)
     if validate is not None:
         validate(settings)
-
-
-def _check_bmap_size(profile: Profile, image: Any, bmap: Any) -> None:
-    from .bmap import BmapError
-    size = getattr(image, "size", None)
-    if size is not None and bmap.image_size != size:
-        raise BmapError(f"bmap {profile.os.bmap} describes a {bmap.image_size}-byte image, "
-                        f"but {profile.os.image.name} is {size} bytes")
 
 
 def ledger_target_text(target: str | Path | None) -> str:
