@@ -313,7 +313,9 @@ def directory_warnings(pi: VirtualPi, directory: Path) -> list[str]:
         return []
     requested = {r.name for r in pi.received if r.kind == "request_read"}
     offered = _payload(directory) | _payload(directory / CHIP_DIRECTORIES[pi.chip])
-    missing = sorted(offered - requested)
+    disks = {disk.path.name for stage in pi.stages if isinstance(stage, FinalStage)
+             for disk in stage.disks if disk.path.parent.resolve() == directory.resolve()}
+    missing = sorted(offered - requested - disks)
     if not missing:
         return []
     return [f"the board at {pi.port_path} (BCM{pi.chip}) finished without requesting "

@@ -129,8 +129,8 @@ class Recovery(Role):
     missing image still ends in the success indication (rpi-eeprom issue 735). On a board with
     secure boot the image must carry the customer key's rsa2048 signature.
 
-    Assumed: the BCM2711 also asks for vl805.sig/vl805.bin first (seen in the 214 log; this
-    model only reads them); the metadata key set and the EEPROM_UPDATE values "success",
+    Assumed: the BCM2711 asks for vl805.sig first (seen in the 214 log); this model reads it
+    and nothing else of the VL805 update (vl805.bin is not modelled); the metadata key set and the EEPROM_UPDATE values "success",
     "failed" and "skipped" (no image); a refused update still sends metadata and ends the stage.
     """
 
