@@ -84,13 +84,30 @@ def write_with_dd(image: Path, target: Path) -> float:
     return time.perf_counter() - began
 
 
-def cpu_seconds() -> float:
-    usage = resource.getrusage(resource.RUSAGE_SELF)
+def children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
     return usage.ru_utime + usage.ru_stime
 
 
-def fan_out_cpu(image: Path, targets: list[Path]) -> tuple[float, float]:
-    """(CPU seconds, wall seconds) to decompress ``image`` once and write it to ``targets``."""
+def cpu_per_gib(function, image: Path, target: Path, rounds: int,  # type: ignore[no-untyped-def]
+                clock) -> tuple[float, float]:
+    """(median wall seconds, CPU seconds per GiB written) of ``rounds`` runs of ``function``."""
+    walls, cpus = [], []
+    for _ in range(rounds):
+        cpu = clock()
+        walls.append(function(image, target))
+        cpus.append(clock() - cpu)
+    return statistics.median(walls), statistics.median(cpus) * (1 << 30) / image.stat().st_size
+
+
+def cpu_seconds() -> tuple[float, float]:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime, usage.ru_stime
+
+
+def fan_out_cpu(image: Path, targets: list[Path]) -> tuple[tuple[float, float], float]:
+    """((user, system) CPU seconds, wall seconds) to decompress ``image`` once and write it to
+    ``targets``."""
     source = open_image(image)
 
     def writer(target: Path):  # type: ignore[no-untyped-def]
@@ -112,7 +129,8 @@ def fan_out_cpu(image: Path, targets: list[Path]) -> tuple[float, float]:
     else:
         for _chunk in source.chunks():
             pass
-    return cpu_seconds() - cpu, time.perf_counter() - wall
+    user, system = cpu_seconds()
+    return (user - cpu[0], system - cpu[1]), time.perf_counter() - wall
 
 
 def peak_rss_child(image: Path, target: Path) -> int:
@@ -149,23 +167,30 @@ def main(argv: list[str] | None = None) -> int:
         size = options.size_mib * MIB
         raw = make_raw_image(root / "os.img", size)
         target = target_file(root / "target.bin", size)
-        ours = statistics.median(write_with_provision(raw, target) for _ in range(options.rounds))
-        fanned = statistics.median(fan_out_cpu(raw, [target])[1] for _ in range(options.rounds))
-        dd = statistics.median(write_with_dd(raw, target) for _ in range(options.rounds))
-        print(f"raw {options.size_mib} MiB into a file, median of {options.rounds}: write_image "
-              f"{size / MIB / ours:.0f} MiB/s in one thread, {size / MIB / fanned:.0f} MiB/s "
-              f"through a FanOut (reading + image sha256 in another thread, as the pipeline "
-              f"does); dd bs=4M conv=fsync {size / MIB / dd:.0f} MiB/s")
+        own = lambda: sum(cpu_seconds())  # noqa: E731
+        ours, ours_cpu = cpu_per_gib(write_with_provision, raw, target, options.rounds, own)
+        fanned, fanned_cpu = cpu_per_gib(lambda i, t: fan_out_cpu(i, [t])[1], raw, target,
+                                         options.rounds, own)
+        dd, dd_cpu = cpu_per_gib(write_with_dd, raw, target, options.rounds, children_cpu)
+        print(f"raw {options.size_mib} MiB into a file, median of {options.rounds} "
+              "(MiB/s, CPU seconds per GiB):")
+        print(f"  write_image, one thread        {size / MIB / ours:6.0f} MiB/s  {ours_cpu:.2f} s")
+        print(f"  write_image through a FanOut   {size / MIB / fanned:6.0f} MiB/s  "
+              f"{fanned_cpu:.2f} s")
+        print(f"  dd bs=4M conv=fsync            {size / MIB / dd:6.0f} MiB/s  {dd_cpu:.2f} s")
 
         xz = make_xz(raw)
         targets = [target_file(root / f"t{n}.bin", size) for n in range(4)]
-        alone = fan_out_cpu(xz, [])
-        one = fan_out_cpu(xz, targets[:1])
-        four = fan_out_cpu(xz, targets)
-        print(f".xz ({xz.stat().st_size / MIB:.0f} MiB -> {options.size_mib} MiB) CPU seconds: "
-              f"decompress+sha256 only {alone[0]:.2f}, 1 target {one[0]:.2f}, "
-              f"4 targets {four[0]:.2f} ({four[0] / one[0]:.2f}x of 1 target); wall "
-              f"{alone[1]:.2f} / {one[1]:.2f} / {four[1]:.2f} s")
+        print(f".xz ({xz.stat().st_size / MIB:.0f} MiB -> {options.size_mib} MiB), CPU seconds "
+              "user + system (wall), median of rounds:")
+        for label, count in (("decompress + sha256, no target", 0), ("1 target", 1),
+                             ("4 targets, one FanOut", 4)):
+            runs = [fan_out_cpu(xz, targets[:count]) for _ in range(options.rounds)]
+            user = statistics.median(r[0][0] for r in runs)
+            system = statistics.median(r[0][1] for r in runs)
+            wall = statistics.median(r[1] for r in runs)
+            print(f"  {label:<32} {user:5.2f} + {system:5.2f} = {user + system:5.2f} s "
+                  f"({wall:.2f} s)")
         for path in [raw, *targets, target]:
             path.unlink()
 

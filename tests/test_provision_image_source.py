@@ -129,6 +129,7 @@ def test_trailing_garbage_is_an_error_but_zero_padding_is_not(raw: Path, tmp_pat
     padded = tmp_path / "padded.xz"
     padded.write_bytes(path.read_bytes() + bytes(8))
     assert _read_all(padded)[0] == raw.read_bytes()
+    assert check_image(padded).size == SIZE
     garbage = tmp_path / "garbage.gz"
     garbage.write_bytes(compress(raw, "gz", tmp_path).read_bytes() + b"junk")
     with pytest.raises(ImageError):

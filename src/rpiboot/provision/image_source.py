@@ -23,7 +23,7 @@ import zipfile
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, Callable, Iterable, Iterator, Protocol
+from typing import BinaryIO, Callable, Generator, Iterable, Iterator, Protocol
 
 from .errors import ProvisionError
 from .fan_out import FanOut, Feed, fan_out
@@ -99,8 +99,13 @@ def _inspect(path: Path) -> ImageInfo:
             if form == "zip":
                 member = _zip_member(handle, path)
                 return ImageInfo(path, form, member.file_size, member.filename)
-            size = {"raw": lambda: file_size, "xz": lambda: _xz_size(handle, file_size),
-                    "zst": lambda: _zstd_size(handle, file_size, path)}.get(form, lambda: None)()
+            size: int | None = None
+            if form == "raw":
+                size = file_size
+            elif form == "xz":
+                size = _xz_size(handle, file_size)
+            elif form == "zst":
+                size = _zstd_size(handle, file_size, path)
             return ImageInfo(path, form, size)
     except OSError as error:
         raise ImageError(f"{path}: {error.strerror or error}", code="image_unreadable") from None
@@ -127,7 +132,7 @@ class ImageSource:
         self.bytes_read = 0
         """Decompressed bytes delivered so far in the current pass."""
 
-    def chunks(self) -> Iterator[bytes]:
+    def chunks(self) -> Generator[bytes, None, None]:
         """The decompressed image in chunks of ``chunk_size`` bytes (the last may be shorter)."""
         self.sha256, self.bytes_read = None, 0
         digest = hashlib.sha256()
@@ -198,9 +203,14 @@ def exact_chunks(pieces: Iterable[bytes], size: int) -> Iterator[bytes]:
 
 
 class _Decompressor(Protocol):
-    eof: bool
-    needs_input: bool
-    unused_data: bytes
+    @property
+    def eof(self) -> bool: ...
+
+    @property
+    def needs_input(self) -> bool: ...
+
+    @property
+    def unused_data(self) -> bytes: ...
 
     def decompress(self, data: bytes, max_length: int = -1) -> bytes: ...
 

@@ -16,14 +16,15 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterable, Sequence
+from typing import Callable, Iterable
 
 from .errors import ProvisionError
 
 _ALIGN = 4096
 _BUFFER = 4 << 20
 Progress = Callable[[int, "int | None"], None]
-Range = Sequence  # (offset, length, sha256) - writer.WrittenRange or a plain tuple
+Range = tuple[int, int, str]
+"""(offset, length, sha256 hex): a writer.WrittenRange or a plain tuple."""
 
 
 class VerifyError(ProvisionError):
