@@ -131,7 +131,8 @@ def _two_disks(host: FakeHost) -> list[BlockDevice]:
 
 
 @pytest.mark.parametrize("storage,name", [("mmcblk0", "sda"), ("NVME0N1", "sdb"),
-                                          ("lun:1", "sdb"), ("largest", "sdb")])
+                                          ("lun:1", "sdb"), ("largest", "sdb"), ("emmc", "sda"),
+                                          ("nvme", "sdb")])
 def test_select_by_storage(host: FakeHost, storage: str, name: str) -> None:
     assert select_disk(_two_disks(host), storage).name == name
 
@@ -256,3 +257,31 @@ def test_a_node_that_is_neither_file_nor_block_device_is_refused(host: FakeHost)
     (disk,) = host.disks("1-1")
     with pytest.raises(UnsafeTargetError, match="neither"):
         open_for_writing(disk, sysfs_root=host.sys, mountinfo=host.mountinfo, swaps=host.swaps)
+
+
+def test_the_simulators_gadget_disks(tmp_path: Path) -> None:
+    """The in-process simulator's sysfs tree (its layout follows upstream's gadget) is read as
+    a real host's would be: one disk per interface, LUN 0 each, the Pi's name as vendor."""
+    from rpiboot.simulator.virtual_disk import SysfsGadget, VirtualDisk
+
+    mountinfo = tmp_path / "mountinfo"
+    mountinfo.write_text(MOUNTINFO)
+    gadget = SysfsGadget(tmp_path / "sys", tmp_path / "dev", mountinfo=mountinfo)
+    disks = [VirtualDisk(tmp_path / "emmc.bin", 1 << 20),
+             VirtualDisk(tmp_path / "nvme.bin", 4 << 20)]
+    gadget.add("1-1.2", (0x0A5C, 0x0104), "c0ffee", disks)
+    found = disks_below_port("1-1.2", sysfs_root=tmp_path / "sys", dev_root=tmp_path / "dev")
+    assert [(d.vendor, d.lun, d.size) for d in found] == [("mmcblk0", 0, 1 << 20),
+                                                          ("nvme0n1", 0, 4 << 20)]
+    chosen = select_disk(found, "nvme0n1")
+    fd = open_for_writing(chosen, sysfs_root=tmp_path / "sys", mountinfo=mountinfo,
+                          swaps=tmp_path / "no-swaps")
+    try:
+        os.pwrite(fd, b"written", 4096)
+    finally:
+        os.close(fd)
+    assert (tmp_path / "nvme.bin").read_bytes()[4096:4103] == b"written"
+    gadget.remove("1-1.2")
+    with pytest.raises(UnsafeTargetError, match="no longer"):
+        check_safe_to_write(chosen, sysfs_root=tmp_path / "sys", mountinfo=mountinfo,
+                            swaps=tmp_path / "no-swaps")

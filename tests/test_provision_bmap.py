@@ -26,11 +26,11 @@ def bmap_xml(image: bytes, ranges: list[tuple[int, int]], *, version: str = "2.0
     if version.startswith("1.") and version != "1.4":
         attribute = "sha1" if version == "1.3" else ""
         checksum = "sha1" if version == "1.3" else None
+    mapped = sum(b - a + 1 for a, b in ranges) if mapped is None else mapped
     lines = ['<?xml version="1.0" ?>', f'<bmap version="{version}">',
              f"  <ImageSize> {size} </ImageSize>", f"  <BlockSize> {block} </BlockSize>",
              f"  <BlocksCount> {count} </BlocksCount>",
-             f"  <MappedBlocksCount> {sum(b - a + 1 for a, b in ranges) if mapped is None else mapped} "
-             "</MappedBlocksCount>"]
+             f"  <MappedBlocksCount> {mapped} </MappedBlocksCount>"]
     field = None
     if attribute == "chksum":
         lines.append(f"  <ChecksumType> {checksum} </ChecksumType>")

@@ -3,10 +3,12 @@ consumer detached without stopping the others."""
 
 from __future__ import annotations
 
+import hashlib
 import os
 import threading
 import time
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Iterator
 
 import pytest
@@ -14,7 +16,8 @@ import pytest
 from rpiboot.provision.fan_out import FanOut, fan_out
 from rpiboot.provision.image_source import ImageError, open_image
 from rpiboot.provision.verify import VerifyError, verify_ranges
-from rpiboot.provision.writer import SharedDigests, WriteError, write_image
+from rpiboot.provision import fan_out as fan_out_module
+from rpiboot.provision.writer import WriteError, write_image
 
 from provision_images import compress, truncate_to, write_image_file
 
@@ -70,7 +73,10 @@ def test_a_failing_consumer_is_detached_and_the_others_finish() -> None:
                 raise WriteError("disk gone", code="device_gone")
         return count
 
-    results = fan_out(_numbered(100), [lambda feed: sum(1 for _ in feed), fails_at_ten, lambda feed: len(list(feed))], depth=2)
+    def count(feed) -> int:
+        return sum(1 for _ in feed)
+
+    results = fan_out(_numbered(100), [count, fails_at_ten, count], depth=2)
     assert results[0] == 100 and results[2] == 100
     assert isinstance(results[1], WriteError) and results[1].code == "device_gone"
 
@@ -111,11 +117,11 @@ def test_attach_after_start_is_refused() -> None:
         fan.attach()
 
 
-def test_four_disks_from_one_xz_decompression(tmp_path: Path) -> None:
+def test_four_disks_from_one_xz_decompression(tmp_path: Path,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
     raw = write_image_file(tmp_path, 1_000_000)
     source = open_image(compress(raw, "xz"), chunk_size=64 << 10)
     disks = [tmp_path / f"disk{n}" for n in range(4)]
-    digests = SharedDigests()
     for disk in disks:
         disk.write_bytes(bytes(1 << 20))
 
@@ -124,12 +130,21 @@ def test_four_disks_from_one_xz_decompression(tmp_path: Path) -> None:
             fd = os.open(disk, os.O_WRONLY)
             try:
                 return write_image(feed, fd, disk_size=1 << 20, image_size=source.size,
-                                   hash_image=False, digests=digests, block_size=64 << 10)
+                                   hash_image=False, block_size=64 << 10)
             finally:
                 os.close(fd)
         return write
 
+    hashed: list[int] = []
+
+    def counting(data):  # type: ignore[no-untyped-def]
+        hashed.append(len(data))
+        return hashlib.sha256(data)
+
+    monkeypatch.setattr(fan_out_module, "hashlib", SimpleNamespace(sha256=counting))
     results = fan_out(source.chunks(), [writer_for(d) for d in disks])
+    monkeypatch.undo()
+    assert sum(hashed) == 1_000_000  # each range hashed once for the four disks
     image = raw.read_bytes()
     assert all(d.read_bytes()[:len(image)] == image for d in disks)
     assert all(r.bytes_written == len(image) for r in results)

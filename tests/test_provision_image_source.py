@@ -182,6 +182,21 @@ def test_image_that_grows_after_the_check_is_caught(raw: Path, tmp_path: Path) -
         b"".join(source.chunks())
 
 
+@pytest.mark.parametrize("outer,inner", [("gz", "xz"), ("zip", "zst"), ("xz", "zip")])
+def test_compressed_twice_is_refused(raw: Path, tmp_path: Path, outer: str, inner: str) -> None:
+    twice = compress(compress(raw, inner, tmp_path), outer, tmp_path)
+    with pytest.raises(ImageError, match=f"holds {inner} data") as caught:
+        check_image(twice)
+    assert caught.value.code == "image_unsupported"
+
+
+def test_image_that_decompresses_to_nothing(tmp_path: Path) -> None:
+    empty = tmp_path / "empty.img"
+    empty.write_bytes(b"")
+    with pytest.raises(ImageError, match="empty once decompressed"):
+        check_image(compress(empty, "gz", tmp_path))
+
+
 def test_detect_format() -> None:
     assert detect_format(b"\xfd7zXZ\x00\x00") == "xz"
     assert detect_format(b"BZh91AY") == "bz2"

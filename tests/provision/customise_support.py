@@ -21,7 +21,7 @@ START = 8192                     # first partition at 4 MiB, as Raspberry Pi OS 
 PI_CMDLINE = (b"console=serial0,115200 console=tty1 root=PARTUUID=1234abcd-02 rootfstype=ext4 "
               b"fsck.repair=yes rootwait quiet splash plymouth.ignore-serial-consoles\n")
 PI_CONFIG = b"# For more options and information see the documentation\ndtparam=audio=on\n"
-SIZES = {12: 2 << 20, 16: 24 << 20, 32: 40 << 20}
+SIZES = {12: 2 << 20, 16: 24 << 20, 32: 34 << 20}   # FAT32: just above 65525 clusters
 
 
 def need_tools(*names: str) -> None:

@@ -29,7 +29,7 @@ from eeprom_helpers import build_image  # noqa: E402
 SECOND_STAGE = {"2835": "bootcode.bin", "2837": "bootcode.bin", "2711": "bootcode4.bin",
                 "2712": "bootcode5.bin"}
 GADGET_FILES = ("config.txt", "boot.img")
-RECOVERY_FILES = ("pieeprom.sig", "pieeprom.bin")
+RECOVERY_FILES = ("config.txt", "pieeprom.sig", "pieeprom.bin")
 MAC = "d8:3a:dd:10:20:30"
 
 

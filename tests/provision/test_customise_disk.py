@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings as hyp_settings, strategies as st
 from customise_support import PI_CMDLINE, START, Disk, embed, mbr, need_tools, open_rw, pi_disk
 
 from rpiboot.provision.customise import (CustomiseError, Settings, customise_disk, customise_path,
@@ -103,6 +104,8 @@ def test_invalid_settings_touch_nothing(tmp_path: Path) -> None:
     with pytest.raises(CustomiseError) as info:
         run(disk, settings(hostname="bad_host"))
     assert info.value.code == "customise_invalid" and isinstance(info.value, ProvisionError)
+    with pytest.raises(CustomiseError, match="instance id"):
+        run(disk, settings(), instance_id="x y;reboot")
     assert disk.sha256() == before
 
 
@@ -114,7 +117,8 @@ def test_nearly_full_boot_partition_is_a_clear_error(tmp_path: Path) -> None:
     os.close(fd)
     disk.mcopy("kernel8.img", b"k" * (free - 2048), tmp_path)
     before = disk.sha256()
-    with pytest.raises(CustomiseError, match=r"boot partition full: \d+ bytes needed, \d+ free") as info:
+    full = r"boot partition full: \d+ more bytes needed, \d+ free"
+    with pytest.raises(CustomiseError, match=full) as info:
         run(disk, settings())
     assert info.value.code == "customise_failed"
     assert disk.sha256() == before
@@ -153,3 +157,74 @@ def _check_writes(disk, writes) -> None:
     for offset, length, sha in writes:
         assert hashlib.sha256(data[offset:offset + length]).hexdigest() == sha
         assert disk.offset <= offset and offset + length <= disk.offset + disk.size
+
+
+@pytest.mark.parametrize("fat_type", [12])
+def test_damaged_file_systems_give_customise_errors_only(tmp_path: Path, fat_type: int) -> None:
+    """Bytes changed where damage matters (boot sector, FSInfo, FAT, root directory): the result
+    is a customisation or a CustomiseError, never another exception."""
+    disk = pi_disk(tmp_path, fat_type=fat_type)
+    pristine = disk.path.read_bytes()
+    fd = open_rw(disk)
+    volume = FatVolume(StagedDisk(fd), disk.offset, disk.size)
+    os.close(fd)
+    root = volume.cluster_offset(volume.root_cluster) if fat_type == 32 else volume.root_offset
+    regions = [disk.offset, disk.offset + volume.reserved * volume.ss, root]
+    if fat_type == 32:
+        regions.append(disk.offset + volume.fsinfo_sector * volume.ss)
+    where = st.tuples(st.sampled_from(regions), st.integers(0, 511)).map(sum)
+    value = st.one_of(st.sampled_from([0, 1, 2, 0x0F, 0x10, 0x40, 0x80, 0xE5, 0xF8, 0xFF]),
+                      st.integers(0, 255))
+    damage = st.lists(st.tuples(where, value), min_size=1, max_size=6)
+
+    @hyp_settings(max_examples=80, deadline=None,
+                  suppress_health_check=[HealthCheck.function_scoped_fixture])
+    @given(changes=damage)
+    def check(changes: list[tuple[int, int]]) -> None:
+        image = bytearray(pristine)
+        for at, value in changes:
+            image[at] = value
+        disk.path.write_bytes(image)
+        try:
+            run(disk, settings(wifi_ssid=None, wifi_password=None))
+        except CustomiseError:
+            pass
+
+    check()
+
+
+def _poke(disk: Disk, offset: int, data: bytes) -> None:
+    with open(disk.path, "r+b") as f:
+        f.seek(offset)
+        f.write(data)
+
+
+@pytest.mark.parametrize("damage,message", [
+    ("signature", "no FAT boot partition"),
+    ("loop", "loops"),
+    ("out_of_range", "broken at cluster"),
+    ("fat_too_small", "FAT table too small|does not fit|disagree"),
+    ("short_chain", "shorter than the file size"),
+])
+def test_specific_damage_is_named(tmp_path: Path, damage: str, message: str) -> None:
+    disk = pi_disk(tmp_path, fat_type=16)
+    fd = open_rw(disk)
+    volume = FatVolume(StagedDisk(fd), disk.offset, disk.size)
+    os.close(fd)
+    cmdline = next(e for e in volume.entries() if e.name == "cmdline.txt")
+    fat = disk.offset + volume.reserved * volume.ss
+    if damage == "signature":
+        _poke(disk, disk.offset + 510, b"\0\0")
+    elif damage == "loop":
+        _poke(disk, fat + 2 * cmdline.cluster, cmdline.cluster.to_bytes(2, "little"))
+    elif damage == "out_of_range":
+        _poke(disk, fat + 2 * cmdline.cluster, (volume.clusters + 5).to_bytes(2, "little"))
+    elif damage == "fat_too_small":
+        _poke(disk, disk.offset + 22, (1).to_bytes(2, "little"))
+    else:
+        size_at = volume.root_offset + cmdline.slot * 32 + 28
+        _poke(disk, size_at, (10 * volume.cluster_bytes).to_bytes(4, "little"))
+    before = disk.sha256()
+    with pytest.raises(CustomiseError, match=message):
+        run(disk, settings())
+    assert disk.sha256() == before

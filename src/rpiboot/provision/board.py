@@ -58,6 +58,8 @@ class Board:
     image_sha256: str | None = None
     write_ranges: list[tuple[int, int, str]] = field(default_factory=list)
     metadata: dict[str, str] = field(default_factory=dict)
+    pool: dict[str, str] = field(default_factory=dict)
+    """The identity-pool entry the board took (``{pool.COLUMN}``)."""
     started: float = field(default_factory=time.time)
     finished: float | None = None
     steps: list[StepRecord] = field(default_factory=list)
@@ -115,6 +117,7 @@ class BoardWorker:
         if profile.customise:
             self._step("customise", self._customise)
         self._step("record", self._record)
+        self._announce_done()
 
     def _step(self, name: str, action: Callable[[], dict[str, Any]]) -> None:
         board, context = self.board, self.context
@@ -255,14 +258,18 @@ class BoardWorker:
 
     def _record(self) -> dict[str, Any]:
         board = self.board
-        board.result, board.finished = "ok", time.time()
+        board.finished = time.time()
         self.context.book.finish(board, result="ok")
+        board.result = "ok"
+        return {"board": board.board_id}
+
+    def _announce_done(self) -> None:
+        board = self.board
         self.context.emit(event("board_done", board.port, serial=board.serial, chip=board.chip,
                                 unit=board.unit,
                                 disk=None if board.disk is None else str(board.disk.path),
                                 bytes_written=board.bytes_written, verified=board.verified,
                                 seconds=board.seconds, board=board.board_id))
-        return {}
 
     # --- the disk -----------------------------------------------------------------------------
 

@@ -26,6 +26,10 @@ class LedgerWriteError(ProvisionError):
     code = "ledger_unavailable"
 
 
+class PoolColumnError(ProvisionError):
+    code = "pool_invalid"
+
+
 class LedgerBook:
     def __init__(self, ledger: Any, profile: Profile, *, host: str, station: str,
                  reprovision: bool = False, eeprom: "EepromBuild | None" = None):
@@ -70,7 +74,8 @@ class LedgerBook:
             entry = self._call("pool", "take_pool_entry", board.board_id, profile.pool)
             missing = sorted(profile.pool_columns - set(entry))
             if missing:
-                raise ProvisionError(f"pool '{profile.pool}' has no column {missing[0]!r}")
+                raise PoolColumnError(f"pool '{profile.pool}' has no column {missing[0]!r} "
+                                      f"(the profile uses {{pool.{missing[0]}}})")
             board.pool = dict(entry)
             details["pool"] = sorted(entry)
         return details
@@ -140,6 +145,6 @@ class LedgerBook:
                                   "mac": board.metadata.get(MAC_KEY, "")}
         if board.unit is not None:
             values["unit"] = board.unit
-        for column, value in getattr(board, "pool", {}).items():
+        for column, value in board.pool.items():
             values[f"pool.{column}"] = value
         return Settings(**self.profile.settings_values(values))

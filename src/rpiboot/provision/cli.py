@@ -48,6 +48,9 @@ def build_parser() -> argparse.ArgumentParser:
     check = commands.add_parser("check", help="validate a profile and every file it names")
     check.add_argument("profile", type=Path, metavar="PROFILE.toml")
     check.add_argument("--json", action="store_true", help="print the result as JSON")
+    check.add_argument("--ledger", metavar="PATH|URL",
+                       help="also open this ledger as run would (default: the profile's "
+                            "[ledger], if any)")
     run = commands.add_parser("run", help="provision every board that arrives",
                               epilog=EXIT_HELP,
                               formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -55,6 +58,15 @@ def build_parser() -> argparse.ArgumentParser:
     export = commands.add_parser("export", help="print the ledger")
     export.add_argument("--ledger", metavar="PATH|URL")
     export.add_argument("--format", choices=("json", "csv"), default="json")
+    demo = commands.add_parser("demo", help="provision virtual boards end to end (no hardware)")
+    demo.add_argument("--boards", type=_positive_int, default=4, metavar="N",
+                      help="how many virtual boards (default 4)")
+    demo.add_argument("--keep", type=Path, metavar="DIR",
+                      help="work in DIR and keep the image, disks, profile and ledger")
+    demo_output = demo.add_mutually_exclusive_group()
+    demo_output.add_argument("--json", action="store_true", help="JSON events, one per line")
+    demo_output.add_argument("--plain", action="store_true", help="plain lines")
+    demo.set_defaults(verbose=0)
     pool = commands.add_parser("pool", help="identity pools ({pool.COLUMN} in templates)")
     pool_commands = pool.add_subparsers(dest="pool_command", metavar="ACTION",
                                         parser_class=_Parser)
@@ -75,7 +87,8 @@ def _add_run_options(run: argparse.ArgumentParser) -> None:
                           "user's data directory)")
     run.add_argument("--timeout", type=_positive_float, metavar="S",
                      help="give up when no board has arrived for S seconds")
-    run.add_argument("--station", metavar="NAME", help="station name (default: host name)")
+    run.add_argument("--station", metavar="NAME", type=_station,
+                     help="station name recorded with every board (default: the host name)")
     run.add_argument("--reprovision", action="store_true",
                      help="provision boards already provisioned with this profile again")
     run.add_argument("--gather", type=_non_negative_float, metavar="S", default=3.0,
@@ -107,6 +120,12 @@ def _positive_float(text: str) -> float:
     return value
 
 
+def _station(text: str) -> str:
+    if not text.strip() or len(text) > 128 or not text.isprintable():
+        raise argparse.ArgumentTypeError("must be 1-128 printable characters")
+    return text.strip()
+
+
 def _non_negative_float(text: str) -> float:
     value = float(text)
     if not value >= 0:
@@ -119,7 +138,13 @@ def _non_negative_float(text: str) -> float:
 def _check(args: argparse.Namespace) -> int:
     from .preflight import preflight
     from .profile import load_profile
-    checked = preflight(load_profile(args.profile))
+    profile = load_profile(args.profile)
+    checked = preflight(profile)
+    target = args.ledger if args.ledger is not None else profile.ledger
+    if target is not None:
+        from .ledger import open_ledger
+        open_ledger(target).close()
+        checked.notes.append(f"ledger {target}: writable")
     if args.json:
         print(json.dumps({"ok": True, "profile": str(args.profile),
                           "profile_id": checked.profile.profile_id,
@@ -148,9 +173,6 @@ def _run(args: argparse.Namespace) -> int:
         close = getattr(reporter, "close", None)
         if close is not None:
             close()
-    if outcome.error is not None:
-        reporter(event("error", code="no_board", message=outcome.error,
-                       exit_code=int(ExitCode.NO_BOARD)))
     return int(outcome.exit_code)
 
 
@@ -178,6 +200,25 @@ def _report_error(reporter: EventSink, error: Exception) -> int:
         status = ExitCode.PROFILE if code == "boot_directory" else error.exit_code  # type: ignore[assignment]
     reporter(event("error", code=code, message=str(error), exit_code=int(status)))
     return int(status)
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from .demo import boards_text, run_demo
+    reporter = _reporter(args)
+    try:
+        outcome, kept = run_demo(reporter, boards=args.boards, keep=args.keep,
+                                 on_ready=_handle_sigterm)
+    finally:
+        close = getattr(reporter, "close", None)
+        if close is not None:
+            close()
+    if not args.json:
+        for line in boards_text(outcome):
+            print(line, file=sys.stderr)
+        if kept is not None:
+            print(f"demo: files kept in {kept} (disks board*.img, demo-ledger.sqlite)",
+                  file=sys.stderr)
+    return int(outcome.exit_code)
 
 
 def _export(args: argparse.Namespace) -> int:
@@ -233,7 +274,8 @@ def _main(argv: Sequence[str] | None) -> int:
         return int(ExitCode.USAGE)
     if args.command == "pool" and args.pool_command is None:
         parser.error("pool needs an action: import")
-    handler = {"check": _check, "run": _run, "export": _export, "pool": _pool_import}
+    handler = {"check": _check, "run": _run, "export": _export, "pool": _pool_import,
+               "demo": _demo}
     return handler[args.command](args)
 
 

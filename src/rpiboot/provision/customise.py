@@ -20,6 +20,7 @@ Which mechanism (``Settings.init`` None):
 from __future__ import annotations
 
 import os
+import re
 import uuid
 from dataclasses import dataclass, field
 
@@ -32,8 +33,10 @@ from .password_hash import hash_password
 from .staged_disk import DiskIOError, StagedDisk, WrittenRange
 
 __all__ = ["Settings", "CustomiseError", "CustomiseResult", "customise_disk", "detect_init",
-           "find_boot_partition", "hash_password", "INIT_MECHANISMS", "WrittenRange"]
+           "find_boot_partition", "hash_password", "validate_settings", "INIT_MECHANISMS",
+           "WrittenRange"]
 
+_INSTANCE_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
 CLOUD_INIT_MARKERS = ("user-data", "meta-data", "network-config")
 # Kernel command line words a previous customisation may have left behind.
 _MECHANISM_WORDS = ("ds=nocloud", "systemd.run=", "systemd.run_success_action=",
@@ -51,6 +54,8 @@ class CustomiseResult:
 def customise_disk(fd: int, settings: Settings, *, instance_id: str | None = None) -> CustomiseResult:
     """Write ``settings`` into the boot partition of the disk open (read-write) on ``fd``."""
     checked = validate_settings(settings)
+    if instance_id is not None and not _INSTANCE_ID.fullmatch(instance_id):
+        raise CustomiseError(f"invalid cloud-init instance id {instance_id!r}", "customise_invalid")
     try:
         return _customise(fd, checked, instance_id or f"rpiboot-{uuid.uuid4().hex}")
     except (FatEditError, PartitionTableError, DiskIOError) as exc:
@@ -62,6 +67,7 @@ def customise_disk(fd: int, settings: Settings, *, instance_id: str | None = Non
 def _customise(fd: int, s: Settings, instance_id: str) -> CustomiseResult:
     disk = StagedDisk(fd)
     partition = find_boot_partition(fd)
+    disk.confine(partition.offset, partition.size)
     volume = FatVolume(disk, partition.offset, partition.size)
     if s.is_empty():
         return CustomiseResult("none", partition_offset=partition.offset)

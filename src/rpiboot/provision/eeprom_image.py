@@ -61,6 +61,7 @@ def build_recovery(section: EepromSection) -> EepromBuild:
     directory = Path(tempfile.mkdtemp(prefix="rpiboot-provision-eeprom-"))
     try:
         _copy_tree(section.recovery, directory)
+        _ask_for_reboot(directory / "config.txt")
         (directory / IMAGE_NAME).write_bytes(built)
         (directory / SIG_NAME).write_text(make_sig_file(built, sig_timestamp()))
     except OSError as error:
@@ -68,6 +69,19 @@ def build_recovery(section: EepromSection) -> EepromBuild:
         raise EepromError(f"[eeprom]: cannot prepare the recovery files: {error}") from None
     return EepromBuild(directory, hashlib.sha256(built).hexdigest(),
                        config.decode("utf-8", errors="replace"), section.key is not None)
+
+
+def _ask_for_reboot(config: Path) -> None:
+    """recovery.bin restarts the board after flashing only with ``recovery_reboot=1`` in its
+    config.txt (usbboot's recovery/config.txt has it commented out); without the restart the
+    board never comes back to the boot ROM for the next step. A value the user set is kept."""
+    text = config.read_text(encoding="utf-8", errors="replace") if config.exists() else ""
+    if any(line.strip().startswith("recovery_reboot") for line in text.splitlines()):
+        return
+    if text and not text.endswith("\n"):
+        text += "\n"
+    config.write_text(text + "# added by rpiboot-provision: come back for the next step\n"
+                      "recovery_reboot=1\n", encoding="utf-8")
 
 
 def _read(path: Path, what: str) -> bytes:

@@ -10,16 +10,18 @@ Typical use, one thread per writer::
 
     fan = FanOut(source.chunks())
     feeds = [fan.attach() for _ in disks]
-    digests = SharedDigests()           # verify's checksums, computed once for all disks
-    ... a thread per disk runs ``with feed: write_image(feed, fd, ..., hash_image=False,
-    ...                                                  digests=digests)`` ...
+    ... a thread per disk runs ``with feed: write_image(feed, fd, ..., hash_image=False)`` ...
     fan.run()                           # then source.sha256 is the image's sha256
+
+Writers on the feeds of one fan-out share the sha256 of each range they write
+(:class:`SharedDigests`), so verify's checksums are computed once, not once per disk.
 
 or simply :func:`fan_out`, which does that and returns each consumer's result or exception.
 """
 
 from __future__ import annotations
 
+import hashlib
 import threading
 from typing import Callable, Generic, Iterable, Iterator, Sequence, TypeVar
 
@@ -39,6 +41,7 @@ class FanOut:
         self._error: BaseException | None = None
         self._feeds: list[Feed] = []
         self._started = False
+        self.digests = SharedDigests()
 
     def attach(self) -> "Feed":
         """A new consumer; all consumers must be attached before :meth:`run`."""
@@ -121,6 +124,38 @@ class FanOut:
         self._lock.notify_all()
 
 
+class SharedDigests:
+    """sha256 of each written range, computed once for all the writers of one fan-out.
+
+    Writers fed by the same :class:`FanOut` write the same bytes at the same offsets, so the
+    digest verify needs is the same for all of them; sharing it keeps the cost of N disks close
+    to the cost of one. Every :class:`Feed` of a fan-out carries the fan-out's ``digests``, and
+    :func:`~.writer.write_image` uses them; only writers of the same stream may share them."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._known: dict[tuple[int, int], str | threading.Event] = {}
+
+    def sha256(self, offset: int, data: memoryview) -> str:
+        """The hex sha256 of ``data`` written at ``offset``; a writer that asks while another
+        is hashing the same range waits for that result instead of hashing again."""
+        key = (offset, len(data))
+        with self._lock:
+            known = self._known.get(key)
+            if known is None:
+                self._known[key] = computing = threading.Event()
+        if isinstance(known, str):
+            return known
+        if known is not None:
+            known.wait()
+            return self.sha256(offset, data)
+        digest = hashlib.sha256(data).hexdigest()
+        with self._lock:
+            self._known[key] = digest
+        computing.set()
+        return digest
+
+
 class Feed:
     """One consumer's view of a :class:`FanOut`: an iterator of the chunks, in order."""
 
@@ -128,6 +163,7 @@ class Feed:
         self._fan = fan
         self.position = 0
         self.closed = False
+        self.digests = fan.digests
 
     def __iter__(self) -> Iterator[bytes]:
         return self

@@ -3,7 +3,8 @@
 A producer thread decompresses the image once through provio's :class:`~.fan_out.FanOut`;
 each board's own worker thread writes its feed to its disk. A board whose writer fails is
 detached and the others go on; a corrupt image fails every board of the batch (each with
-``image_corrupt``). The image's sha256 is taken once, from the source.
+``image_corrupt``). The image's sha256 is taken once, from the source, and the sha256 of each
+written range once for the batch.
 """
 
 from __future__ import annotations
@@ -24,7 +25,10 @@ class SharedSource:
     def __init__(self, context: "RunContext", consumers: int):
         from .fan_out import FanOut
         from .image_source import open_image
+        from .writer import SharedDigests
         self.context = context
+        self.digests = SharedDigests()
+        """Each written range is hashed once for the whole batch (verify needs the hashes)."""
         self.source = open_image(context.profile.os.image)
         self._fan = FanOut(self._chunks())
         self._feeds = [self._fan.attach() for _ in range(consumers)]
@@ -63,6 +67,7 @@ def write_batch_member(context: "RunContext", worker: "BoardWorker",
         try:
             result = write_image(feed, fd, disk_size=worker.board.disk.size,
                                  image_size=shared.size, bmap=context.bmap, hash_image=False,
+                                 digests=shared.digests,
                                  progress=worker.progress("write", time.monotonic()))
             os.fsync(fd)
         finally:

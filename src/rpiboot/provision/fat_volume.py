@@ -40,7 +40,6 @@ class DirEntry:
     cluster: int
     size: int
     slot: int          # index of the 8.3 entry in the directory
-    first_slot: int    # index of its first long-name entry (== slot without one)
 
     @property
     def is_dir(self) -> bool:
@@ -130,7 +129,7 @@ class FatVolume:
             return sum(1 for value in entries if not value & 0x0FFFFFFF)
         return sum(1 for n in range(2, self.clusters + 2) if self.get(n) == 0)
 
-    def _allocate(self, count: int, reserved_bytes: int) -> list[int]:
+    def _allocate(self, count: int) -> list[int]:
         found: list[int] = []
         for n in range(2, self.clusters + 2):
             if len(found) == count:
@@ -140,8 +139,7 @@ class FatVolume:
         if len(found) < count:
             free = self.free_clusters() * self.cluster_bytes
             raise FatEditError(
-                f"boot partition full: {reserved_bytes + count * self.cluster_bytes} bytes "
-                f"needed, {free} free")
+                f"boot partition full: {count * self.cluster_bytes} more bytes needed, {free} free")
         return found
 
     def _link(self, clusters: list[int]) -> None:
@@ -172,7 +170,7 @@ class FatVolume:
         """The root directory's files and directories (no volume label, no deleted entries)."""
         out: list[DirEntry] = []
         parts: dict[int, bytes] = {}
-        lfn_sum, lfn_first = -1, 0
+        lfn_sum = -1
         for slot in range(len(self.root) // _SLOT):
             raw = bytes(self.root[slot * _SLOT:(slot + 1) * _SLOT])
             if raw[0] == 0:
@@ -182,29 +180,26 @@ class FatVolume:
                 continue
             if raw[11] == _ATTR_LFN:
                 if raw[0] & 0x40:
-                    parts, lfn_sum, lfn_first = {}, raw[13], slot
+                    parts, lfn_sum = {}, raw[13]
                 if raw[13] == lfn_sum:
                     parts[raw[0] & 0x1F] = raw[1:11] + raw[14:26] + raw[28:32]
                 continue
             if not raw[11] & _ATTR_VOLUME:
-                out.append(self._entry(raw, slot, parts, lfn_sum, lfn_first))
+                out.append(self._entry(raw, slot, parts, lfn_sum))
             parts = {}
         return out
 
     @staticmethod
-    def _entry(raw: bytes, slot: int, parts: dict[int, bytes], lfn_sum: int,
-               lfn_first: int) -> DirEntry:
+    def _entry(raw: bytes, slot: int, parts: dict[int, bytes], lfn_sum: int) -> DirEntry:
         short = raw[:11]
         name = _short_text(short, raw[12])
-        first = slot
         if parts and lfn_sum == fat_image.lfn_checksum(short) and sorted(parts) == list(
                 range(1, len(parts) + 1)):
             units = b"".join(parts[i] for i in sorted(parts))
             end = next((i for i in range(0, len(units), 2) if units[i:i + 2] == b"\0\0"), len(units))
             name = units[:end].decode("utf-16-le", "replace")
-            first = lfn_first
         hi, lo, size = struct.unpack_from("<H4xHI", raw, 20)
-        return DirEntry(name, short, raw[11], (hi << 16) | lo, size, slot, first)
+        return DirEntry(name, short, raw[11], (hi << 16) | lo, size, slot)
 
     def find(self, name: str) -> DirEntry | None:
         key = fat_image.fold_name(name)
@@ -235,7 +230,7 @@ class FatVolume:
         old = self.chain(entry.cluster) if entry is not None and entry.cluster else []
         need = -(-len(data) // self.cluster_bytes)
         if need > len(old):
-            clusters = old + self._allocate(need - len(old), 0)
+            clusters = old + self._allocate(need - len(old))
         else:
             clusters = old[:need]
             for cluster in old[need:]:
@@ -289,7 +284,7 @@ class FatVolume:
                 raise FatEditError("the boot partition's root directory is full")
             need_bytes = 0
         if need_bytes > 0:
-            extra = self._allocate(-(-need_bytes // self.cluster_bytes), 0)
+            extra = self._allocate(-(-need_bytes // self.cluster_bytes))
             self.root_chain += extra
             self._link(self.root_chain)
             self.root += bytes(len(extra) * self.cluster_bytes)

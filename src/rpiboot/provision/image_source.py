@@ -45,7 +45,8 @@ FORMATS = ("raw", "xz", "gz", "bz2", "zst", "zip")
 
 
 class ImageError(ProvisionError):
-    """The image cannot be used: ``image_corrupt``, ``image_unsupported`` or ``image_unreadable``."""
+    """The image cannot be used: code ``image_corrupt``, ``image_unsupported`` or
+    ``image_unreadable``."""
 
     code = "image_corrupt"
 
@@ -76,8 +77,19 @@ def detect_format(head: bytes) -> str:
 
 def check_image(path: Path | str) -> ImageInfo:
     """The cheap checks ``check`` makes: readable, format, one image in a zip, structure of a
-    zstd file, size when known. Does not decompress (corrupt data is found while writing)."""
-    path = Path(path)
+    zstd file, size when known, and that the first decompressed bytes are not compressed again
+    (an ``.img.xz.gz``). Corrupt data further in is found while writing."""
+    info = _inspect(Path(path))
+    if info.format != "raw":
+        first = ImageSource(info, 4096).chunks()
+        try:
+            next(first, b"")
+        finally:
+            first.close()
+    return info
+
+
+def _inspect(path: Path) -> ImageInfo:
     try:
         with open(path, "rb") as handle:
             file_size = os.fstat(handle.fileno()).st_size
@@ -122,6 +134,8 @@ class ImageSource:
         try:
             with open(self.path, "rb") as handle:
                 for chunk in exact_chunks(self._pieces(handle), self.chunk_size):
+                    if self.bytes_read == 0:
+                        self._refuse_nested(chunk)
                     digest.update(chunk)
                     self.bytes_read += len(chunk)
                     if self.size is not None and self.bytes_read > self.size:
@@ -136,10 +150,19 @@ class ImageSource:
                              else "image_unreadable") from None
         except (lzma.LZMAError, zlib.error, EOFError, zipfile.BadZipFile, ValueError) as error:
             raise ImageError(f"{self.path.name}: corrupt {self.format} data ({error})") from None
+        if self.bytes_read == 0:
+            raise ImageError(f"{self.path.name}: the image is empty once decompressed")
         if self.size is not None and self.bytes_read != self.size:
             raise ImageError(f"{self.path.name}: {self.bytes_read} bytes of data, but its header "
                              f"declares {self.size}")
         self.sha256 = digest.hexdigest()
+
+    def _refuse_nested(self, first: bytes) -> None:
+        inner = detect_format(first[:8])
+        if self.format != "raw" and inner != "raw":
+            raise ImageError(f"{self.path.name}: the {self.format} file holds {inner} data, not "
+                             "a disk image; decompress it to one level first",
+                             code="image_unsupported")
 
     def _pieces(self, handle: BinaryIO) -> Iterator[bytes]:
         limit = self.chunk_size

@@ -210,6 +210,8 @@ class Pipeline:
         if self._busy():
             self._last_activity = now
             return False
+        if self.context.stop.is_set():
+            return None
         if options.count is not None and len(self.boards) >= options.count:
             return None
         if options.count is None and not options.loop and self.boards:

@@ -35,6 +35,11 @@ class StagedDisk:
     def __init__(self, fd: int) -> None:
         self.fd = fd
         self._staged: dict[int, bytes] = {}
+        self._bounds: tuple[int, int] | None = None
+
+    def confine(self, offset: int, size: int) -> None:
+        """Refuse any later write outside [offset, offset + size): the partition being edited."""
+        self._bounds = (offset, offset + size)
 
     def read(self, offset: int, length: int) -> bytes:
         try:
@@ -55,6 +60,9 @@ class StagedDisk:
 
     def write(self, offset: int, data: bytes) -> None:
         end = offset + len(data)
+        if self._bounds and not self._bounds[0] <= offset <= end <= self._bounds[1]:
+            raise DiskIOError(f"refusing to write bytes {offset}-{end} outside the partition "
+                              f"{self._bounds[0]}-{self._bounds[1]}")
         for index in range(offset // BLOCK, -(-end // BLOCK)):
             start = index * BLOCK
             if offset <= start and start + BLOCK <= end:

@@ -11,13 +11,13 @@ from __future__ import annotations
 import errno
 import hashlib
 import os
-import threading
 import time
 from dataclasses import dataclass, field
 from typing import Callable, Iterable, Iterator, NamedTuple
 
 from .bmap import Bmap, BmapError
 from .errors import ProvisionError
+from .fan_out import SharedDigests
 from .image_source import DEFAULT_CHUNK_SIZE, exact_chunks
 
 Progress = Callable[[int, "int | None"], None]
@@ -61,28 +61,6 @@ class WriteResult:
     seconds: float = 0.0
 
 
-class SharedDigests:
-    """sha256 of each written range, computed once for all the writers of one fan-out.
-
-    Writers fed by the same :class:`~.fan_out.FanOut` write the same bytes at the same offsets,
-    so the digest verify needs is the same for all of them; sharing it keeps the cost of N disks
-    close to the cost of one. Only share between writers of the same image stream."""
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self._known: dict[tuple[int, int], str] = {}
-
-    def sha256(self, offset: int, data: memoryview) -> str:
-        key = (offset, len(data))
-        with self._lock:
-            known = self._known.get(key)
-        if known is None:
-            known = hashlib.sha256(data).hexdigest()
-            with self._lock:
-                self._known[key] = known
-        return known
-
-
 def write_image(chunks: Iterable[bytes], fd: int, *, disk_size: int, image_size: int | None,
                 bmap: Bmap | None = None, progress: Progress | None = None,
                 hash_image: bool = True, block_size: int = DEFAULT_CHUNK_SIZE,
@@ -94,12 +72,14 @@ def write_image(chunks: Iterable[bytes], fd: int, *, disk_size: int, image_size:
     write will put on the disk when known (the image size, or the bmap's mapped size).
     ``hash_image=False`` skips the whole-image sha256 (a fan-out takes it from the source once).
     Every ``sync_every`` bytes the data is flushed to the disk, so progress and rate follow the
-    disk rather than the page cache. Writers of one fan-out pass the same ``digests``.
+    disk rather than the page cache. The sha256 of each written range is shared between the
+    writers of one fan-out (``chunks`` being a :class:`~.fan_out.Feed`), or with ``digests``.
     """
     _refuse_too_large(disk_size, image_size, bmap)
     total = bmap.mapped_size if bmap is not None else image_size
     plan = _RangePlan(bmap)
-    writer = _Writer(fd, disk_size, progress, total, sync_every, digests or _OwnDigests())
+    shared = digests or getattr(chunks, "digests", None)
+    writer = _Writer(fd, disk_size, progress, total, sync_every, shared or _OwnDigests())
     digest = hashlib.sha256() if hash_image else None
     started = time.monotonic()
     offset = 0

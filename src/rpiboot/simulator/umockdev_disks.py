@@ -8,6 +8,8 @@ the disk's backing file, so what a command under the wrapper writes to ``/dev/sd
 backing file. umockdev's preload tells block from character devices by the sticky bit of the
 file behind the node, so the backing file carries it while attached (its mode is restored on
 removal). The block ioctls (BLKGETSIZE64...) are not answered: sizes come from sysfs or lseek.
+Unlike a real block device, opening ``/dev/sdX`` with O_TRUNC (a shell's ``>``) truncates the
+backing file: write with ``dd conv=notrunc`` or open without O_TRUNC.
 
 Standard library only (plus the testbed object handed in): runs under the system Python.
 """

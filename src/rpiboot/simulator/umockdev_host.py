@@ -6,7 +6,8 @@ typelib); :mod:`rpiboot.simulator.umockdev_cli` (``rpiboot-virtual``) arranges t
     umockdev-wrapper /usr/bin/python3 -m rpiboot.simulator.umockdev_host \\
         --pi 2711:1-3 --pi 2712:1-1.4,serial=5eed0001 --report out.json -- rpiboot -d boot
 
-A board is ``CHIP:PORT_PATH`` followed by comma-separated options:
+A board is ``CHIP:PORT_PATH`` (the port is required; one board per port) followed by
+comma-separated options:
 
   serial=S             file-server serial number (default: a per-board one)
   rom-serial=S         the ROM's serial string too (iSerialNumber 3), for ``rpiboot -i``;
@@ -22,6 +23,11 @@ A board is ``CHIP:PORT_PATH`` followed by comma-separated options:
   open-error=access    open() fails with EACCES (the runner drops CAP_DAC_OVERRIDE from the
                        command when it runs as root); open-error=io makes open() fail with
                        EISDIR (libusb: I/O error)
+  role=R[+R...]        firmware roles, one boot each at the same port (ROM before each):
+                       recovery, recovery5, msd, mass-storage-gadget, secure-boot; requests
+                       then depend on the files received (rpiboot.simulator.firmware_roles)
+  otp-key=FILE         the board's OTP holds the hash of this key (PEM or pubkey.bin) and its
+                       EEPROM that key; otp-key-hash=HEX sets the OTP hash alone
   gadget               after the file server, enumerate as the mass-storage gadget (0a5c:0104)
   disk=SIZE[:FILE]     the gadget exports a disk of SIZE bytes (64M, 1G...) backed by FILE
                        (created sparse if missing; default a temporary file removed at the
@@ -32,7 +38,8 @@ A board is ``CHIP:PORT_PATH`` followed by comma-separated options:
 "serial": "...", "rom_serial": null, "files": [...], "meta": {...}, "two_interfaces": false,
 "arrive": 0, "reenumerate_delay": 0.05, "unplug_after": null, "stall_at": null,
 "return_code": 0, "open_error": null, "gadget": false, "disks": [{"size": "64M", "file":
-null, "read_only": false, "device": null}]}]}``.
+null, "read_only": false, "device": null}], "role": ["recovery", "mass-storage-gadget"],
+"otp_key": null, "otp_key_hash": null}]}``.
 
 Every field is checked before anything runs (chip one of 2835/2837/2711/2712; numbers must be
 JSON numbers; ``open_error`` is ``access``, ``io`` or null; unknown keys are errors).
@@ -58,10 +65,12 @@ import sys
 import tempfile
 import threading
 import time
+from pathlib import Path
 from typing import IO, Any, Sequence
 
-from .board_spec import (DEFAULT_FILES, build_pi, load_scenario, parse_pi_option,  # noqa: F401
-                         parse_port, summarise, validate_spec)
+from .board_spec import (DEFAULT_FILES, build_pi, directory_warnings,  # noqa: F401
+                         load_scenario, parse_pi_option, parse_port, role_warnings, summarise,
+                         validate_spec)
 from .virtual_pi import ServerStage, VirtualPi
 
 CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH, PR_CAPBSET_DROP = 1, 2, 24
@@ -147,6 +156,18 @@ def preflight(argv: Sequence[str] | None = None) -> tuple[argparse.Namespace, li
     return args, list(command), specs
 
 
+def boot_directory(command: Sequence[str]) -> str | None:
+    """The -d/--directory argument of an rpiboot command line, if any."""
+    for i, item in enumerate(command[1:], 1):
+        if item in ("-d", "--directory") and i + 1 < len(command):
+            return command[i + 1]
+        if item.startswith("--directory="):
+            return item.split("=", 1)[1]
+        if item.startswith("-d") and len(item) > 2 and not item.startswith("--"):
+            return item[2:]
+    return None
+
+
 class HostRun:
     """Testbed + boards + the command under test."""
 
@@ -181,8 +202,12 @@ class HostRun:
 
     def _late_arrival(self, pi: VirtualPi) -> None:
         with self._lock:  # close() takes the lock: no board arrives once it has begun
-            if not self.closed:
-                self.bus.plug_in(pi)
+            if self.closed:
+                return
+            for other in self.pis:  # a board still at that port is pulled out first
+                if other is not pi and other.port_path == pi.port_path and other.function:
+                    other.unplug()
+            self.bus.plug_in(pi)
 
     def on_signal(self, signum: int, _frame: Any = None) -> None:
         """SIGTERM/SIGINT/SIGHUP: terminate the command; run() then returns 128+signum."""
@@ -244,8 +269,15 @@ class HostRun:
             process.kill()
             process.wait()
 
-    def report(self, command: Sequence[str], exit_code: int, duration: float) -> dict[str, Any]:
-        return {"command": list(command), "exit_code": exit_code,
+    def report(self, command: Sequence[str], exit_code: int, duration: float,
+               boot_dir: str | None = None) -> dict[str, Any]:
+        directory = boot_dir or boot_directory(command)
+        warnings = [text for pi in self.pis for text in
+                    (directory_warnings(pi, Path(directory)) if directory else [])]
+        warnings += [f"the board at {pi.port_path} refused {text}" for pi in self.pis
+                     for text in getattr(getattr(pi, "board", None), "refusals", [])]
+        warnings += role_warnings(self.pis)
+        return {"warnings": warnings, "command": list(command), "exit_code": exit_code,
                 "duration": round(duration, 3),
                 "started_monotonic": time.monotonic() - duration, "umockdev_dir": self.bus.root_dir,
                 "pis": [summarise(pi, spec) for pi, spec in zip(self.pis, self.specs)],
@@ -283,6 +315,9 @@ def _argument_parser() -> argparse.ArgumentParser:
                                                          "('-' for stderr)")
     parser.add_argument("--command-timeout", type=float, default=None, metavar="SECONDS",
                         help="kill the command after this long (exit status 124)")
+    parser.add_argument("--boot-dir", metavar="DIR",
+                        help="the boot directory the boards are served from, for the report's "
+                             "warnings (default: the command's -d/--directory)")
     parser.add_argument("-q", "--quiet", action="store_true", help="no summary on stderr")
     parser.add_argument("command", nargs=argparse.REMAINDER, help="-- COMMAND [ARG...]")
     return parser
@@ -291,11 +326,13 @@ def _argument_parser() -> argparse.ArgumentParser:
 def _summary_lines(report: dict[str, Any]) -> list[str]:
     lines = []
     for pi in report["pis"]:
-        state = "finished" if pi["finished"] else f"stopped in stage {pi['stage_index']}"
+        state = ("halted" if pi["halted"] else "finished") if pi["finished"] \
+            else f"stopped in stage {pi['stage_index']}"
         lines.append(f"virtual {pi['chip']} at {pi['port']}: {state}, {len(pi['files'])} "
                      f"file(s), {len(pi['violations'])} violation(s)")
         lines += [f"  violation: {text}" for text in pi["violations"]]
     lines += [f"bridge error: {text.splitlines()[0]}" for text in report["bridge"]["errors"]]
+    lines += [f"warning: {text}" for text in report["warnings"]]
     return lines
 
 
@@ -320,7 +357,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         host.start()
         exit_code = host.run(command, args.command_timeout)
         time.sleep(0.05)  # let re-enumerations already under way land in the report
-        report = host.report(command, exit_code, time.monotonic() - started)
+        report = host.report(command, exit_code, time.monotonic() - started, args.boot_dir)
         host.close()  # unplugs the boards: after the report, whose errors then get close()'s
         report["bridge"]["errors"] = list(host.bus.errors)  # timeouts, if any
     except Failure as error:
