@@ -5,6 +5,12 @@ Run either way:
     python3 benchmarks/bench_ledger.py            # plain figures (needs PostgreSQL for that half)
     python3 -m pytest benchmarks/bench_ledger.py  # the same, as a pytest case
 
+Two measurements. **Ledger calls alone** (below). **Through the pipeline**: two processes
+("hosts"), each provisioning 16 virtual boards on its own virtual bus (boot, mass-storage
+gadget, a 1 MiB image written and verified) into the shared ledger, with the time spent inside
+the ledger's transactions summed and divided by the boards; that is the latency the ledger adds
+to a board in a real run, where the calls are spread over the board's steps.
+
 Per board, each process makes the calls the pipeline makes: claim, begin_board, next_unit,
 take_pool_entry, one record_step for each of six steps, update_board, finish_board: eleven
 transactions. Both processes start together (a barrier) and run their boards back to back, so
@@ -78,6 +84,72 @@ def measure(target: str, processes: int = PROCESSES, boards: int = BOARDS) -> li
     return durations
 
 
+def pipeline_station(root: Path, profile: Path, target: str, station: str, boards: int,
+                     barrier, results) -> None:  # type: ignore
+    """One host through the pipeline (a child process): time spent in ledger transactions."""
+    import contextlib
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests" / "provision"))
+    from provision_support import board, run_virtual
+    from rpiboot.provision.ledger import base
+    spent = [0.0, 0]
+    lock = __import__("threading").Lock()
+    original = base.Ledger._transaction
+
+    @contextlib.contextmanager
+    def timed(self, write=True):  # type: ignore[no-untyped-def]
+        began = time.perf_counter()
+        with original(self, write) as tx:
+            yield tx
+        with lock:
+            spent[0] += time.perf_counter() - began
+            spent[1] += 1
+
+    base.Ledger._transaction = timed
+    pis = [board("2712", port, f"{station[-1]}{port:07x}", root / f"disk{port}.img", 4 << 20)
+           for port in range(1, boards + 1)]
+    barrier.wait()
+    began = time.perf_counter()
+    run = run_virtual(root, profile, pis, ledger=target, station=station, gather=0.2)
+    wall = time.perf_counter() - began
+    ok = sum(1 for b in run.outcome.boards if b.result == "ok") if run.outcome else 0
+    results.put({"ledger": spent[0], "calls": spent[1], "wall": wall, "ok": ok,
+                 "error": repr(run.error) if run.error else None})
+
+
+def measure_pipeline(root: Path, target: str, boards: int = BOARDS) -> dict:
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests" / "provision"))
+    from provision_support import make_boot_dirs, os_image, write_profile
+    make_boot_dirs(root)
+    os_image(root / "os.img", 1 << 20)
+    profile = write_profile(root / "p.toml", '[boot]\ndirectory = "gadget"\n[os]\n'
+                                             'image = "os.img"\n')
+    context = multiprocessing.get_context("spawn")
+    barrier, results = context.Barrier(PROCESSES), context.Queue()
+    workers = []
+    for n in range(PROCESSES):
+        (root / f"host{n}").mkdir()
+        workers.append(context.Process(target=pipeline_station, args=(
+            root / f"host{n}", profile, target, f"host{n}", boards, barrier, results)))
+        workers[-1].start()
+    reports = [results.get(timeout=600) for _ in workers]
+    for worker in workers:
+        worker.join()
+    problems = [r["error"] for r in reports if r["error"]] + \
+        [f"{boards - r['ok']} boards failed" for r in reports if r["ok"] != boards]
+    if problems:
+        raise RuntimeError(f"pipeline benchmark failed: {problems}")
+    total = PROCESSES * boards
+    return {"per_board": sum(r["ledger"] for r in reports) / total,
+            "calls": sum(r["calls"] for r in reports) / total,
+            "wall": max(r["wall"] for r in reports)}
+
+
+def pipeline_summary(label: str, figures: dict) -> str:
+    return (f"{label:<34} ledger time per board {figures['per_board'] * 1000:6.1f} ms"
+            f" ({figures['calls']:.0f} transactions), whole run {figures['wall']:.1f} s for"
+            f" {PROCESSES} x {BOARDS} boards")
+
+
 def summary(label: str, durations: list[float]) -> str:
     ordered = sorted(durations)
     p95 = ordered[max(0, round(0.95 * len(ordered)) - 1)]
@@ -86,18 +158,25 @@ def summary(label: str, durations: list[float]) -> str:
             f"max {ordered[-1] * 1000:6.1f} ms ({len(ordered)} boards, 11 calls each)")
 
 
-def run(sqlite_dir: Path, with_postgres: bool = True) -> list[str]:
-    lines = [summary(f"SQLite ({PROCESSES} processes)",
-                     measure(str(sqlite_dir / "ledger.sqlite")))]
+def run(work: Path, with_postgres: bool = True) -> list[str]:
+    targets = [("SQLite", lambda name: str(work / f"{name}.sqlite"))]
+    cluster = None
     if with_postgres:
-        from postgres_support import PostgresCluster
+        from postgres_support import PostgresCluster, create_schema
         cluster = PostgresCluster(durable=True)
-        try:
-            url = cluster.start()
-            lines.append(summary(f"PostgreSQL ({PROCESSES} processes)", measure(url)))
-        finally:
+        admin = cluster.start()
+        targets.append(("PostgreSQL", lambda name: create_schema(admin, name)))
+    try:
+        lines = []
+        for label, target in targets:
+            lines.append(summary(f"{label}, ledger calls", measure(target("calls"))))
+            (work / label).mkdir()
+            lines.append(pipeline_summary(f"{label}, through the pipeline",
+                                          measure_pipeline(work / label, target("pipeline"))))
+        return lines
+    finally:
+        if cluster is not None:
             cluster.stop()
-    return lines
 
 
 def test_bench_ledger_latency(tmp_path):  # type: ignore[no-untyped-def]

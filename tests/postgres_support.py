@@ -78,7 +78,7 @@ class PostgresCluster:
 
     def start(self) -> str:
         self._run(str(self.bin / "initdb"), "-D", str(self.data), "-U", SUPERUSER,
-                  "--auth=trust", "--encoding=UTF8", "--locale=C", "--no-sync")
+                  "--auth=trust", "--encoding=UTF8", "--locale=C.UTF-8", "--no-sync")
         settings = [f"-c unix_socket_directories={self.root}", "-c listen_addresses=''",
                     "-c max_connections=50"]
         if not self.durable:

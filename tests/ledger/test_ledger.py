@@ -319,6 +319,11 @@ def test_recent_is_newest_first_limited_and_searchable(ledger):
     assert ledger.recent(search="%") == [] and ledger.recent(search="s_r") == []  # not wildcards
 
 
+def test_search_folds_case_beyond_ascii(ledger):
+    finished_board(ledger, serial="ÉCRAN-Ω1")
+    assert [r["serial"] for r in ledger.recent(search="écran-ω")] == ["ÉCRAN-Ω1"]
+
+
 def test_totals_count_outcomes_since_a_time(ledger, monkeypatch):
     clock = [1000.0]
     monkeypatch.setattr(base, "_now", lambda: clock[0])

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import csv
+
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from rpiboot.provision.ledger import PoolImportError, import_pool_csv, open_ledger, read_pool_csv
 
@@ -49,3 +53,24 @@ def test_import_pool_csv_loads_the_whole_file(tmp_path):
     assert import_pool_csv(ledger, write(tmp_path, b"tag\nT1\nT2\n"), pool="tags") == 2
     assert ledger.pool_status() == {"tags": {"total": 2, "free": 2}}
     ledger.close()
+
+
+# Printable values without surrounding blanks (the reader trims cells).
+_values = st.text(st.characters(blacklist_categories=("Cc", "Cs", "Zl", "Zp", "Zs", "Cf", "Co",
+                                                      "Cn")), min_size=1, max_size=20)
+_columns = st.lists(st.from_regex(r"[A-Za-z_][A-Za-z0-9_]{0,10}", fullmatch=True), min_size=1,
+                    max_size=4, unique=True)
+
+
+@settings(max_examples=60, deadline=None)
+@given(data=st.data())
+def test_any_file_a_spreadsheet_writes_reads_back_exactly(tmp_path_factory, data):
+    columns = data.draw(_columns)
+    rows = data.draw(st.lists(st.fixed_dictionaries({c: _values for c in columns}), min_size=1,
+                              max_size=8, unique_by=lambda row: tuple(sorted(row.items()))))
+    path = tmp_path_factory.mktemp("csv") / "pool.csv"
+    with open(path, "w", newline="", encoding="utf-8") as stream:
+        writer = csv.DictWriter(stream, fieldnames=columns)
+        writer.writeheader()
+        writer.writerows(rows)
+    assert read_pool_csv(path) == rows

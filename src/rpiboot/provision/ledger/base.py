@@ -388,7 +388,8 @@ class Ledger:
                 data = _json_text(row)
                 if tx.execute("SELECT id FROM pools WHERE pool = ? AND data = ?",
                               (pool, data)).one() is not None:
-                    raise PoolImportError(f"pool {pool!r} already holds the row {row};"
+                    shown = ", ".join(f"{column}={value}" for column, value in row.items())
+                    raise PoolImportError(f"pool {pool!r} already holds the row {shown};"
                                           " nothing was imported")
                 tx.execute("INSERT INTO pools (pool, data, imported) VALUES (?, ?, ?)",
                            (pool, data, now))

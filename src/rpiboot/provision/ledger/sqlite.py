@@ -23,6 +23,10 @@ HANDLER_TIMEOUT = 0.005
 MIN_VERSION = (3, 35, 0)     # UPDATE/INSERT ... RETURNING
 
 
+def _lower(value: object) -> object:
+    return value.lower() if isinstance(value, str) else value
+
+
 class SQLiteBackend:
     name = "sqlite"
     tokens = {"id_pk": "INTEGER PRIMARY KEY AUTOINCREMENT"}   # AUTOINCREMENT: ids never reused
@@ -47,6 +51,8 @@ class SQLiteBackend:
                                          check_same_thread=False)
             connection.execute("PRAGMA journal_mode=WAL")
             connection.execute("PRAGMA foreign_keys=ON")
+            # SQLite's LOWER() folds ASCII only; PostgreSQL's folds every letter. Same search.
+            connection.create_function("lower", 1, _lower, deterministic=True)
             return connection
         except OSError as exc:
             raise LedgerError(f"cannot create the ledger at {path}: {exc.strerror or exc}") from exc
