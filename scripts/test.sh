@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # Install everything the test suite needs, then run it. Used by CI (.ci/run) and by people.
 # Debian packages: umockdev + PyGObject (real libusb against virtual devices), libusb,
-# dosfstools + mtools (independent readers of the FAT images we build).
+# dosfstools + mtools (independent readers of the FAT images we build), postgresql (the tests
+# start a throwaway cluster of their own for the shared ledger; see tests/postgres_support.py).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-APT_PACKAGES=(umockdev gir1.2-umockdev-1.0 python3-gi libusb-1.0-0 dosfstools mtools)
+APT_PACKAGES=(umockdev gir1.2-umockdev-1.0 python3-gi libusb-1.0-0 dosfstools mtools postgresql)
 
 missing=()
 for package in "${APT_PACKAGES[@]}"; do
@@ -20,5 +21,5 @@ if [ ${#missing[@]} -gt 0 ] && command -v apt-get >/dev/null; then
 fi
 
 PYTHON="${PYTHON:-python3}"
-"$PYTHON" -m pip install -q --disable-pip-version-check -e '.[test]'
+"$PYTHON" -m pip install -q --disable-pip-version-check -e '.[test,line]'
 exec "$PYTHON" -m pytest -q "$@"

@@ -29,7 +29,12 @@ DEFAULT_FOLLOW_SECONDS = 60.0
 
 
 def block_devices(sysfs_root: Path, port_path: str) -> list[str]:
-    """Names of the block devices (``sda``...) below the USB device at ``port_path`` in sysfs.
+    """Names of the block devices (``sda``...) below the USB device at ``port_path`` in sysfs."""
+    return sorted(block_device_dirs(sysfs_root, port_path))
+
+
+def block_device_dirs(sysfs_root: Path, port_path: str) -> dict[str, Path]:
+    """The sysfs directory of each block device below the USB device at ``port_path``, by name.
 
     Walks the real device directory without following symbolic links (sysfs is full of loops).
     """
@@ -37,13 +42,14 @@ def block_devices(sysfs_root: Path, port_path: str) -> list[str]:
     try:
         start = device.resolve(strict=True)
     except OSError:
-        return []
-    found: set[str] = set()
+        return {}
+    found: dict[str, Path] = {}
     for directory, subdirectories, _files in os.walk(start, followlinks=False):
         if os.path.basename(directory) == "block":
-            found.update(subdirectories)
+            for name in subdirectories:
+                found.setdefault(name, Path(directory) / name)
             subdirectories.clear()
-    return sorted(found)
+    return found
 
 
 @dataclass

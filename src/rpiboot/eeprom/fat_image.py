@@ -889,3 +889,33 @@ def read_fat_image(image: Path) -> FatContents:
         if free not in (0xFFFFFFFF, reader.clusters - len(reader.used)):
             raise FatImageError("FSInfo free cluster count is wrong")
     return contents
+
+
+# --------------------------------------------------------------------------
+# Public name and entry encodings, shared with rpiboot.provision.fat_volume
+# (which edits FAT file systems inside disk images).
+
+
+def short_name_for(name: str, used: set[bytes]) -> tuple[bytes, int, bool]:
+    """(11-byte short name, NT case flags, needs LFN entries) for a new entry.
+
+    ``used`` holds the directory's existing short names; the result is not
+    added to it.  Raises SourceError for names FAT cannot hold.
+    """
+    check_long_name(name, Path(name))
+    plain = _plain_short_name(name, mixed_case_ok=False)
+    if plain is not None and plain[0] not in used:
+        return plain[0], plain[1], False
+    mixed = _plain_short_name(name, mixed_case_ok=True)
+    if mixed is not None and mixed[0] not in used:
+        return mixed[0], 0, True
+    return _numeric_tail(*_lossy_basis(name), used, Path(name)), 0, True
+
+
+check_long_name = _check_long_name
+fold_name = _fold
+lfn_checksum = _lfn_checksum
+lfn_entries = _lfn_entries
+dirent = _dirent
+dos_datetime = _dos_datetime
+short_to_str = _short_to_str

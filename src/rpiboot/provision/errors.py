@@ -56,7 +56,8 @@ RUN_CODES: dict[str, ExitCode] = {
     "usb_unavailable": ExitCode.USB_UNAVAILABLE, "ledger_unavailable": ExitCode.LEDGER,
     "interrupted": ExitCode.INTERRUPTED, "internal": ExitCode.INTERNAL,
 }
-"""Codes of failures of the run as a whole (``error`` events) that are not BOARD_FAILED."""
+"""Codes of failures of the run as a whole (``error`` events); any other code found before
+a board is touched (image, bmap, eeprom, customise values...) is a PROFILE problem."""
 
 
 def exit_code_for(code: str, *, board: bool = False) -> ExitCode:
@@ -66,7 +67,7 @@ def exit_code_for(code: str, *, board: bool = False) -> ExitCode:
         if code in ("interrupted", "permission"):
             return RUN_CODES[code]
         return ExitCode.BOARD_FAILED
-    return RUN_CODES.get(code, ExitCode.BOARD_FAILED)
+    return RUN_CODES.get(code, ExitCode.PROFILE)
 
 
 class Interrupted(ProvisionError):

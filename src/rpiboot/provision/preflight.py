@@ -1,0 +1,128 @@
+"""The checks ``check`` runs and ``run`` runs before it waits for a board: the profile, every
+file it names (image, bmap, boot and recovery directories, boot.conf, key) and the
+customisation values with sample board values filled in. Nothing touches a device.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from ..errors import BootDirectoryError
+from ..file_source import check_boot_directory, find_default_directory
+from ..targets import ALL_TARGETS
+from .eeprom_image import EepromBuild, build_recovery
+from .errors import ProvisionError
+from .profile import SAMPLES, Profile, ProfileError
+
+
+class BootDirectoryProblem(ProvisionError):
+    code = "boot_directory"
+
+
+@dataclass
+class Preflight:
+    profile: Profile
+    image: Any
+    """provio's ImageInfo (format, size when known)."""
+    bmap: Any = None
+    eeprom: EepromBuild | None = None
+    notes: list[str] = field(default_factory=list)
+
+    def close(self) -> None:
+        if self.eeprom is not None:
+            self.eeprom.remove()
+
+    def describe(self) -> list[str]:
+        profile, image = self.profile, self.image
+        size = getattr(image, "size", None)
+        lines = [f"profile {profile.name} ({profile.path}), id {profile.profile_id[:16]}",
+                 f"image {profile.os.image.name}: {getattr(image, 'format', '?')}"
+                 + (f", {size} bytes decompressed" if size is not None else
+                    ", size known only once decompressed")]
+        if self.bmap is not None:
+            lines.append(f"bmap {profile.os.bmap}: {len(self.bmap.ranges)} mapped ranges")
+        if self.eeprom is not None:
+            lines.append(f"eeprom: pieeprom.bin sha256 {self.eeprom.sha256[:16]}"
+                         f"{' (signed config)' if self.eeprom.signed else ''}")
+        if profile.customise:
+            lines.append("customise: " + ", ".join(sorted(profile.customise)))
+        return lines + self.notes
+
+
+def preflight(profile: Profile, *, keep_eeprom: bool = False) -> Preflight:
+    """Raises a ProvisionError (ProfileError, ImageError, BmapError...) on the first problem."""
+    from .block_device import validate_storage
+    from .bmap import load_bmap
+    from .image_source import check_image
+    validate_storage(profile.os.storage)
+    notes = _check_boot_directories(profile)
+    _check_templates(profile)
+    image = check_image(profile.os.image)
+    bmap = None
+    if profile.os.bmap is not None:
+        bmap = load_bmap(profile.os.bmap)
+        _check_bmap_size(profile, image, bmap)
+    eeprom = build_recovery(profile.eeprom) if profile.eeprom is not None else None
+    result = Preflight(profile, image, bmap, eeprom, notes)
+    if not keep_eeprom:
+        result.close()
+        result.eeprom = eeprom
+    return result
+
+
+def _check_boot_directories(profile: Profile) -> list[str]:
+    notes = []
+    for key, directory in (("[boot] directory", profile.boot_directory),
+                           ("[eeprom] recovery",
+                            profile.eeprom.recovery if profile.eeprom else None)):
+        if directory is None:
+            continue
+        try:
+            check_boot_directory(directory)
+        except BootDirectoryError as error:
+            raise BootDirectoryProblem(f"{key}: {error}") from None
+    if profile.boot_directory is None:
+        found = []
+        for target in ALL_TARGETS:
+            try:
+                found.append(f"{target.name}: {find_default_directory(target)}")
+            except BootDirectoryError:
+                continue
+        if not found:
+            raise BootDirectoryProblem(
+                "no [boot] directory in the profile and no installed mass-storage gadget "
+                "found (usbboot's mass-storage-gadget64 / msd); set [boot] directory")
+        notes.append("boot: default gadget directories (" + "; ".join(found) + ")")
+    return notes
+
+
+def _check_templates(profile: Profile) -> None:
+    fields = profile.template_fields
+    if "mac" in fields and profile.eeprom is None:
+        raise ProfileError("{mac} is known only from the OTP metadata the recovery firmware "
+                           "reports: the profile needs an [eeprom] section to use it")
+    if not profile.customise:
+        return
+    from . import customise
+    sample = dict(SAMPLES, **{name: "x" for name in fields if name.startswith("pool.")})
+    try:
+        settings = customise.Settings(**profile.settings_values(sample))
+    except TypeError as error:
+        raise ProfileError(f"[customise]: {error}") from None
+    validate = getattr(customise, "validate_settings", None)
+    if validate is not None:
+        validate(settings)
+
+
+def _check_bmap_size(profile: Profile, image: Any, bmap: Any) -> None:
+    from .bmap import BmapError
+    size = getattr(image, "size", None)
+    if size is not None and bmap.image_size != size:
+        raise BmapError(f"bmap {profile.os.bmap} describes a {bmap.image_size}-byte image, "
+                        f"but {profile.os.image.name} is {size} bytes")
+
+
+def ledger_target_text(target: str | Path | None) -> str:
+    return "default" if target is None else str(target)

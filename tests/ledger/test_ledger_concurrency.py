@@ -1,0 +1,44 @@
+"""Two processes ("hosts") hammering one ledger at once: an SQLite file, a PostgreSQL database."""
+
+from __future__ import annotations
+
+import multiprocessing
+
+from ledger_support import hammer
+from rpiboot.provision.ledger import open_ledger
+
+BOARDS = 25        # per process: 25 shared serials + 25 of its own
+
+
+def test_two_hosts_share_units_claims_and_pool_entries(ledger_target):
+    setup = open_ledger(ledger_target, station="setup")
+    setup.import_pool([{"tag": f"T{n:03d}"} for n in range(4 * BOARDS)])
+    setup.close()
+
+    context = multiprocessing.get_context("spawn")
+    barrier, results = context.Barrier(2), context.Queue()
+    hosts = [context.Process(target=hammer, args=(ledger_target, name, BOARDS, barrier, results))
+             for name in ("host-a", "host-b")]
+    for host in hosts:
+        host.start()
+    reports = [results.get(timeout=120) for _ in hosts]
+    for host in hosts:
+        host.join(timeout=30)
+        assert host.exitcode == 0
+
+    won = [serial for report in reports for serial in report["won"]]
+    shared = [serial for serial in won if serial.startswith("SHARED-")]
+    assert sorted(shared) == sorted(f"SHARED-{n}" for n in range(BOARDS))   # each exactly once
+    assert len(won) == 3 * BOARDS            # the shared serials once, each host's own
+    units = sorted(unit for report in reports for unit in report["units"])
+    assert units == list(range(1, len(won) + 1))                           # distinct, gap-free
+    entries = [tag for report in reports for tag in report["entries"]]
+    assert len(set(entries)) == len(entries) == len(won)                   # never handed out twice
+
+    ledger = open_ledger(ledger_target)
+    records = ledger.export()
+    assert sorted(r["serial"] for r in records) == sorted(won)
+    assert all(r["result"] == "ok" for r in records)
+    assert sorted(r["unit"] for r in records) == units
+    assert ledger.pool_status()["default"]["free"] == 4 * BOARDS - len(won)
+    ledger.close()

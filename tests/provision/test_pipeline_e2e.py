@@ -1,0 +1,322 @@
+"""rpiboot-provision end to end, in-process: virtual boards on a VirtualBus whose mass-storage
+gadget disks appear in a private sysfs / dev tree, the real engine, provio's writer and verify,
+custom's customisation and the SQLite ledger."""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import json
+import os
+import subprocess
+import zipfile
+from pathlib import Path
+
+import pytest
+
+from rpiboot.eeprom import image as eeprom_image
+from rpiboot.provision import cli
+from rpiboot.provision.errors import ExitCode
+from rpiboot.provision.ledger import open_ledger
+from rpiboot.simulator import VirtualDisk
+
+from provision_support import (board, compress, make_boot_dirs, os_image, run_virtual,
+                               write_profile)
+
+MiB = 1 << 20
+
+
+@pytest.fixture
+def line(tmp_path):
+    gadget, recovery = make_boot_dirs(tmp_path)
+    image = os_image(tmp_path / "os.img", 3 * MiB)
+    return tmp_path, image
+
+
+def profile(tmp: Path, image: str = "os.img.xz", extra: str = "", name: str = "p.toml") -> Path:
+    return write_profile(tmp / name, f'[boot]\ndirectory = "gadget"\n[os]\nimage = "{image}"\n'
+                                     + extra)
+
+
+def disk_bytes(path: Path) -> bytes:
+    return path.read_bytes()
+
+
+def export(tmp: Path) -> list[dict]:
+    ledger = open_ledger(tmp / "ledger.sqlite")
+    try:
+        return ledger.export()
+    finally:
+        ledger.close()
+
+
+def assert_clean(run) -> None:
+    assert run.error is None, run.error
+    assert run.schema_problems() == []
+
+
+def test_four_boards_at_once_with_xz_share_one_decompression(line):
+    tmp, image = line
+    compress(tmp / "os.img", "xz")
+    pis = [board("2711", port, f"1000000{port}", tmp / f"disk{port}.img", 8 * MiB)
+           for port in range(1, 5)]
+    run = run_virtual(tmp, profile(tmp), pis)
+    assert_clean(run)
+    assert run.outcome.exit_code == ExitCode.OK
+    for port in range(1, 5):
+        data = disk_bytes(tmp / f"disk{port}.img")
+        assert data[:len(image)] == image
+        assert data[len(image):] == bytes(len(data) - len(image))  # nothing past the image
+    writes = [e["details"] for e in run.kinds("step_done") if e["step"] == "write"]
+    assert [(w["batch"], w["boards"]) for w in writes] == [(1, 4)] * 4
+    assert len(run.kinds("board_arrived")) == 4
+    records = export(tmp)
+    digest = hashlib.sha256(image).hexdigest()
+    assert sorted(r["serial"] for r in records) == [f"1000000{p}" for p in range(1, 5)]
+    for record in records:
+        assert (record["result"], record["image_sha256"], record["bytes_written"],
+                record["verified"]) == ("ok", digest, len(image), True)
+        steps = [s["step"] for s in record["steps"]]
+        assert steps == ["boot", "claim", "storage", "write", "verify", "record"]
+
+
+def test_eeprom_then_reentry_at_the_same_port_then_write(line):
+    tmp, image = line
+    recovery_before = {p.name: p.read_bytes() for p in (tmp / "recovery").iterdir()}
+    extra = '[eeprom]\nrecovery = "recovery"\nboot_conf = "boot.conf"\n'
+    pi = board("2711", 3, "abcdef02", tmp / "disk.img", 8 * MiB, eeprom=True,
+               meta={"MAC_ADDRESS": "d8:3a:dd:10:20:30", "BOOT_ROM": "0000c8b0"})
+    run = run_virtual(tmp, profile(tmp, "os.img", extra), [pi])
+    assert_clean(run)
+    assert run.outcome.exit_code == ExitCode.OK
+    assert len(run.kinds("board_arrived")) == 1  # the re-entry is not a new board
+    steps = [e["step"] for e in run.kinds("step_done")]
+    assert steps == ["eeprom", "claim", "boot", "storage", "write", "verify", "record"]
+    served = pi.files()["pieeprom.bin"]
+    assert eeprom_image.EepromImage(served).get_file(eeprom_image.BOOTCONF_TXT) == \
+        (tmp / "boot.conf").read_bytes()
+    assert pi.files()["config.txt"] == (tmp / "gadget" / "config.txt").read_bytes()
+    assert disk_bytes(tmp / "disk.img")[:len(image)] == image
+    assert {p.name: p.read_bytes() for p in (tmp / "recovery").iterdir()} == recovery_before
+    record = export(tmp)[0]
+    assert record["eeprom_sha256"] == hashlib.sha256(served).hexdigest()
+    assert record["mac"] == "d8:3a:dd:10:20:30"
+    assert record["otp"]["BOOT_ROM"] == "0000c8b0"
+    assert pi.violations == []
+
+
+def test_customisation_is_on_the_disk_read_back_with_mtools(tmp_path):
+    pytest.importorskip("rpiboot.provision.customise")
+    from customise_support import pi_disk
+    make_boot_dirs(tmp_path)
+    disk = pi_disk(tmp_path, name="os.img")
+    compress(disk.path, "gz")
+    extra = ('[customise]\nhostname = "cm4-{serial}"\nuser = "op"\n'
+             'password_hash = "$6$salt$0HpLgJ1Bm0oQ1ZBq5Xo2K5eK5u7w9t2b1bY3qk5d0fR2Zx8zq9m1r3H'
+             'eW5pQ8nV4yL6jT2sA0cD1fG3hJ5kL7."\n'
+             'ssh_authorized_keys = ["ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIEx op@line"]\n'
+             'timezone = "Europe/London"\ninit = "cloud-init"\n')
+    pi = board("2712", 1, "cafe0001", tmp_path / "target.img", 64 * MiB)
+    run = run_virtual(tmp_path, profile(tmp_path, "os.img.gz", extra), [pi])
+    assert_clean(run)
+    assert run.outcome.exit_code == ExitCode.OK, run.outcome.boards[0].message
+    user_data = subprocess.run(["mtype", "-i", f"{tmp_path / 'target.img'}@@{disk.offset}",
+                                "::user-data"], check=True, capture_output=True).stdout.decode()
+    assert "cm4-cafe0001" in user_data
+    assert "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIEx op@line" in user_data
+    done = next(e for e in run.kinds("step_done") if e["step"] == "customise")
+    assert done["details"]["init"] == "cloud-init" and done["details"]["verified_bytes"] > 0
+
+
+def test_already_provisioned_board_is_skipped_unless_reprovision(line):
+    tmp, image = line
+    first = run_virtual(tmp, profile(tmp, "os.img"),
+                        [board("2711", 1, "5eed0001", tmp / "a.img", 8 * MiB)])
+    assert first.outcome.exit_code == ExitCode.OK
+    again = run_virtual(tmp, profile(tmp, "os.img"),
+                        [board("2711", 1, "5eed0001", tmp / "b.img", 8 * MiB)])
+    assert again.outcome.exit_code == ExitCode.OK
+    assert [e["serial"] for e in again.kinds("board_skipped")] == ["5eed0001"]
+    assert disk_bytes(tmp / "b.img") == bytes(8 * MiB)
+    forced = run_virtual(tmp, profile(tmp, "os.img"),
+                         [board("2711", 1, "5eed0001", tmp / "c.img", 8 * MiB)],
+                         reprovision=True)
+    assert forced.outcome.exit_code == ExitCode.OK and not forced.kinds("board_skipped")
+    assert disk_bytes(tmp / "c.img")[:len(image)] == image
+    results = [r["result"] for r in export(tmp)]
+    assert results == ["ok", "skipped", "ok"]
+
+
+def corrupt(path: Path, kind: str) -> None:
+    data = bytearray(path.read_bytes())
+    if kind == "flip":
+        data[len(data) // 2] ^= 0xFF
+    elif kind == "crc":  # gzip trailer: CRC32 then size
+        data[-8] ^= 0xFF
+    elif kind == "truncate":
+        del data[len(data) * 2 // 3:]
+    path.write_bytes(bytes(data))
+
+
+@pytest.mark.parametrize("suffix, damage", [("xz", "flip"), ("gz", "crc"), ("xz", "truncate"),
+                                            ("gz", "truncate")])
+def test_corrupt_image_fails_every_board_and_records_it(line, suffix, damage):
+    tmp, _image = line
+    packed = compress(tmp / "os.img", suffix)
+    corrupt(packed, damage)
+    pis = [board("2711", port, f"bad{port}", tmp / f"d{port}.img", 8 * MiB) for port in (1, 2)]
+    run = run_virtual(tmp, profile(tmp, packed.name), pis)
+    if run.error is not None:  # found by the pre-run checks: nothing touched
+        assert getattr(run.error, "code", "") == "image_corrupt"
+        assert all(not pi.received for pi in pis)
+        return
+    assert_clean(run)
+    assert run.outcome.exit_code == ExitCode.BOARD_FAILED
+    assert {e["code"] for e in run.kinds("board_failed")} == {"image_corrupt"}
+    assert {r["result"] for r in export(tmp)} == {"image_corrupt"}
+    assert not any(r["verified"] for r in export(tmp))
+
+
+def test_zip_with_two_images_bad_bmap_and_small_disk_are_refused(line, capsys):
+    tmp, image = line
+    with zipfile.ZipFile(tmp / "two.zip", "w") as archive:
+        archive.writestr("a.img", image)
+        archive.writestr("b.img", image)
+    assert cli.main(["check", str(profile(tmp, "two.zip"))]) == ExitCode.PROFILE
+    error = capsys.readouterr().err
+    assert error.count("\n") == 1 and "rpiboot-provision: error:" in error
+    (tmp / "os.img.bmap").write_text(bmap_text(len(image) * 2))
+    assert cli.main(["check", str(profile(tmp, "os.img", '\n[os]\n', "x.toml"))]) \
+        == ExitCode.PROFILE  # a duplicate [os] table is invalid TOML
+    bad_bmap = write_profile(tmp / "b.toml", '[boot]\ndirectory = "gadget"\n[os]\n'
+                                             'image = "os.img"\nbmap = "os.img.bmap"\n')
+    assert cli.main(["check", str(bad_bmap)]) == ExitCode.PROFILE
+    assert "bmap" in capsys.readouterr().err
+    small = board("2711", 1, "sma11", tmp / "small.img", 2 * MiB)
+    run = run_virtual(tmp, profile(tmp, "os.img"), [small])
+    assert run.outcome.exit_code == ExitCode.BOARD_FAILED
+    assert run.kinds("board_failed")[0]["code"] == "image_too_large"
+    assert disk_bytes(tmp / "small.img") == bytes(2 * MiB)  # refused before a byte
+
+
+def bmap_text(size: int) -> str:
+    blocks = size // 4096
+    return ("<?xml version=\"1.0\" ?>\n<bmap version=\"2.0\">\n"
+            f"<ImageSize>{size}</ImageSize>\n<BlockSize>4096</BlockSize>\n"
+            f"<BlocksCount>{blocks}</BlocksCount>\n<MappedBlocksCount>{blocks}"
+            "</MappedBlocksCount>\n<ChecksumType>sha256</ChecksumType>\n"
+            f"<BmapFileChecksum>{'0' * 64}</BmapFileChecksum>\n<BlockMap>\n"
+            f"<Range chksum=\"{'0' * 64}\">0-{blocks - 1}</Range>\n</BlockMap>\n</bmap>\n")
+
+
+def test_board_vanishing_mid_write_fails_alone(line, monkeypatch):
+    tmp, image = line
+    pis = [board("2711", port, f"van{port}", tmp / f"v{port}.img", 8 * MiB) for port in (1, 2, 3)]
+    victim = pis[1]
+    victim_file = os.path.realpath(tmp / "v2.img")
+    real_pwrite = os.pwrite
+    written = {"n": 0}
+
+    def pwrite(fd, data, offset):  # the kernel's answer once the USB disk is gone
+        if os.path.realpath(f"/proc/self/fd/{fd}") == victim_file:
+            written["n"] += len(data)
+            if written["n"] > MiB:
+                victim.unplug()
+                raise OSError(errno.ENODEV, os.strerror(errno.ENODEV))
+        return real_pwrite(fd, data, offset)
+
+    monkeypatch.setattr(os, "pwrite", pwrite)
+    run = run_virtual(tmp, profile(tmp, "os.img"), pis)
+    assert_clean(run)
+    assert run.outcome.exit_code == ExitCode.BOARD_FAILED
+    failed = run.kinds("board_failed")
+    assert [(e["port"], e["code"]) for e in failed] == [("1-2", "device_gone")]
+    for name in ("v1.img", "v3.img"):
+        assert disk_bytes(tmp / name)[:len(image)] == image
+    assert {r["serial"]: r["result"] for r in export(tmp)} == \
+        {"van1": "ok", "van2": "device_gone", "van3": "ok"}
+
+
+def test_unwritable_ledger_refuses_to_start(line, capsys):
+    tmp, _image = line
+    (tmp / "ledger-dir").mkdir()
+    pi = board("2711", 1, "1edger", tmp / "l.img", 8 * MiB)
+    run = run_virtual(tmp, profile(tmp, "os.img"), [pi], ledger=tmp / "ledger-dir")
+    assert getattr(run.error, "code", None) == "ledger_unavailable"
+    assert pi.received == [] and not (tmp / "l.img").exists()  # no board was touched
+    status = cli.main(["run", str(profile(tmp, "os.img")), "--ledger", str(tmp / "ledger-dir"),
+                       "--plain", "--timeout", "1"])
+    assert status == ExitCode.LEDGER
+    assert "ledger" in capsys.readouterr().err
+
+
+def test_only_the_chosen_disk_of_the_board_is_written(line):
+    tmp, image = line
+    (tmp / "dev").mkdir(exist_ok=True)
+    decoy = tmp / "decoy.img"
+    decoy.write_bytes(bytes(8 * MiB))
+    os.symlink(decoy, tmp / "dev" / "sdz")  # a disk of the host, not below any board's port
+    disks = [VirtualDisk(tmp / "emmc.img", 8 * MiB, device="mmcblk0"),
+             VirtualDisk(tmp / "nvme.img", 16 * MiB, device="nvme0n1")]
+    read_only = [VirtualDisk(tmp / "ro.img", 8 * MiB, read_only=True, device="nvme0n1")]
+    nvme = profile(tmp, "os.img", 'storage = "nvme0n1"\n')
+    run = run_virtual(tmp, nvme, [board("2712", 1, "d15c0001", tmp / "x", 0, disks=disks),
+                                  board("2712", 2, "d15c0002", tmp / "x", 0, disks=read_only)])
+    assert_clean(run)
+    results = {b.serial: b.result for b in run.outcome.boards}
+    assert results["d15c0001"] == "ok"
+    assert results["d15c0002"] != "ok"
+    assert disk_bytes(tmp / "nvme.img")[:len(image)] == image
+    assert disk_bytes(tmp / "emmc.img") == bytes(8 * MiB)
+    assert disk_bytes(tmp / "ro.img") == bytes(8 * MiB)
+    assert disk_bytes(decoy) == bytes(8 * MiB)
+
+
+def test_a_mounted_disk_is_never_written(line):
+    tmp, _image = line
+    pi = board("2711", 1, "m0unted", tmp / "m.img", 8 * MiB)
+    # Every sd major/minor a virtual disk can get is "mounted" on this pretend host.
+    (tmp / "mountinfo").write_text("".join(
+        f"{n} 1 {major}:{minor} / /mnt{n} rw - ext4 /dev/x rw\n"
+        for n, (major, minor) in enumerate((m, k) for m in (8, 240) for k in range(0, 256, 16))))
+    run = run_virtual(tmp, profile(tmp, "os.img"), [pi])
+    assert_clean(run)
+    assert run.outcome.boards[0].result == "target_unsafe"
+    assert disk_bytes(tmp / "m.img") == bytes(8 * MiB)
+
+
+def test_interrupt_marks_boards_in_progress_interrupted(line):
+    tmp, _image = line
+    big = os_image(tmp / "big.img", 24 * MiB, seed="big")
+    assert big
+    pis = [board("2711", port, f"int{port}", tmp / f"i{port}.img", 32 * MiB) for port in (1, 2)]
+    holder = {}
+
+    def on_ready(pipeline):
+        holder["pipeline"] = pipeline
+
+    from rpiboot.provision import api
+    real = api.provision
+
+    def provision(*args, **kwargs):
+        kwargs["on_ready"] = on_ready
+        user = kwargs["on_event"]
+
+        def on_event(item):
+            user(item)
+            if item.kind == "step_progress" and item.data["step"] == "write":
+                holder["pipeline"].interrupt()
+        kwargs["on_event"] = on_event
+        return real(*args, **kwargs)
+
+    import provision_support
+    original = provision_support.provision
+    provision_support.provision = provision
+    try:
+        run = run_virtual(tmp, profile(tmp, "big.img"), pis)
+    finally:
+        provision_support.provision = original
+    assert_clean(run)
+    assert run.outcome.exit_code == ExitCode.INTERRUPTED
+    assert {r["result"] for r in export(tmp)} == {"interrupted"}
+    assert json.loads(json.dumps(run.kinds("summary")[0]))["exit_code"] == 130

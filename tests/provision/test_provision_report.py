@@ -1,0 +1,61 @@
+"""The operator's views: plain lines and the live per-port table, fed by a real run's events,
+with a board whose serial number is hostile (terminal escapes, a newline)."""
+
+from __future__ import annotations
+
+import io
+
+import pytest
+from rich.console import Console
+
+from rpiboot.events import Event
+from rpiboot.provision.report import LiveView, PlainReporter
+
+from provision_support import board, make_boot_dirs, os_image, run_virtual, write_profile
+
+HOSTILE = "ev\x1b[2Jil\nserial"
+
+
+@pytest.fixture(scope="module")
+def events(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("report")
+    make_boot_dirs(tmp)
+    os_image(tmp / "os.img", 1 << 20)
+    profile = write_profile(tmp / "p.toml", '[boot]\ndirectory = "gadget"\n[os]\n'
+                                            'image = "os.img"\n')
+    pis = [board("2711", 1, HOSTILE, tmp / "a.img", 4 << 20),
+           board("2711", 2, "small", tmp / "b.img", 512 << 10)]
+    run = run_virtual(tmp, profile, pis)
+    assert run.schema_problems() == []
+    return [Event(e["event"], e.get("port"), {k: v for k, v in e.items()
+                                              if k not in ("event", "time", "port")}, e["time"])
+            for e in run.events]
+
+
+def test_plain_lines_in_a_pipe(events):
+    out, err = io.StringIO(), io.StringIO()
+    reporter = PlainReporter(out, err)
+    for item in events:
+        reporter(item)
+    text, errors = out.getvalue(), err.getvalue()
+    assert "1-1: BCM2711 board arrived" in text and "1-1: write done in" in text
+    assert "Summary:" in text and "image_too_large" in text
+    assert "1-2: board small failed at write (image_too_large)" in errors
+    assert "\x1b" not in text + errors
+    assert "ev\\x1b[2Jil\\nserial" in text  # the hostile serial, escaped, on one line
+
+
+def test_live_table_shows_every_port_and_the_summary(events):
+    console = Console(file=io.StringIO(), width=160, force_terminal=True, color_system=None)
+    view = LiveView(console, auto_refresh=False)
+    for item in events[:-1]:
+        view(item)
+    table = io.StringIO()
+    Console(file=table, width=160, color_system=None).print(view.board_table())
+    rendered = table.getvalue()
+    assert "1-1" in rendered and "1-2" in rendered
+    assert "ok" in rendered and "failed: image_too_large" in rendered
+    assert "\x1b[2J" not in rendered and "ev\\x1b[2Jil\\nserial" in rendered
+    view(events[-1])  # summary: the live display stops, the summary table is printed
+    printed = console.file.getvalue()
+    assert "Summary" in printed and "image_too_large at write" in printed
