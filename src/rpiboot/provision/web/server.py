@@ -13,13 +13,15 @@ import socket
 import threading
 import time
 from dataclasses import dataclass
+from typing import Callable
 
 from ..errors import ProvisionError
 from .state import StationState
 
 
 class WebError(ProvisionError):
-    code = "web"
+    """A --web / --web-token value that cannot be used: a usage error, found before the run."""
+    code = "usage"
 
 
 @dataclass(frozen=True)
@@ -74,6 +76,7 @@ class DashboardServer:
         from .app import create_app
         self.bind = bind
         self.token = token
+        self.state = state
         app = create_app(state, ledger=ledger, token=token)  # type: ignore[arg-type]
         config = uvicorn.Config(app, host=bind.host, port=bind.port, log_level="warning",
                                 access_log=False, lifespan="on")
@@ -110,3 +113,14 @@ class DashboardServer:
             except OSError as error:
                 raise WebError(f"--web: cannot listen on {self.bind.host}:{self.bind.port}: "
                                f"{error.strerror or error}") from None
+
+
+def start_dashboard(web: str, token: str | None, *, station: str = "", profile: str = "",
+                    ledger: Callable[[], object] | None = None) -> tuple[DashboardServer, str]:
+    """Parse ``--web``/``--web-token``, start serving; returns the server and the address to
+    open (with the token when one is needed). The server's ``state`` takes the run's events."""
+    bind = parse_bind(web)
+    token = token_for(bind, token)
+    server = DashboardServer(StationState(station, profile), bind, token=token, ledger=ledger)
+    bound = server.start()
+    return server, bound.url(token)

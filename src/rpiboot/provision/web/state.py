@@ -95,8 +95,8 @@ class StationState:
 
     def _apply(self, kind: str, event: Mapping[str, Any]) -> bool:
         if kind == "start":
-            self.station = _text(event.get("station")) or self.station
-            self.profile = _text(event.get("profile")) or self.profile
+            self.station = self.station or _text(event.get("station"))
+            self.profile = self.profile or _text(event.get("profile"))
             return True
         if kind == "summary":
             self.listening = False

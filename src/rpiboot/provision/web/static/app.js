@@ -101,6 +101,13 @@ function renderTotals(state) {
   document.getElementById("listening").textContent = state.listening ? "· listening" : "· run ended";
 }
 
+function when(text) {
+  const date = new Date(text);
+  if (!text || isNaN(date)) return text || "";
+  const today = new Date().toDateString() === date.toDateString();
+  return today ? date.toLocaleTimeString() : date.toLocaleString();
+}
+
 function renderBoards(boards) {
   const body = document.getElementById("boards");
   body.replaceChildren();
@@ -114,7 +121,7 @@ function renderBoards(boards) {
   for (const b of boards) {
     const row = el("tr");
     const ok = b.result === "ok";
-    const cells = [b.finished || b.started || "", b.serial || "", b.chip || "", b.port || "",
+    const cells = [when(b.finished || b.started), b.serial || "", b.chip || "", b.port || "",
                    b.unit ?? "", b.station || "", b.result || "", bytes(b.bytes_written || 0),
                    b.verified ? "yes" : "no"];
     cells.forEach((value, index) => {
