@@ -10,6 +10,7 @@ import argparse
 import csv
 import json
 import signal
+import socket
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Sequence
@@ -104,6 +105,12 @@ def _add_run_options(run: argparse.ArgumentParser) -> None:
                      help="only boards on USB port number N")
     run.add_argument("-i", "--serial", metavar="SERIAL", help="only the board with this serial")
     run.add_argument("--libusb", metavar="PATH", help="libusb library to use")
+    run.add_argument("--web", metavar="HOST:PORT",
+                     help="serve the station dashboard (loopback unless told otherwise; "
+                          "needs the [line] extra)")
+    run.add_argument("--web-token", metavar="TOKEN",
+                     help="the dashboard's access token (required, else generated, for a "
+                          "non-loopback address)")
 
 
 def _positive_int(text: str) -> int:
@@ -159,13 +166,21 @@ def _check(args: argparse.Namespace) -> int:
 
 def _run(args: argparse.Namespace) -> int:
     from .api import provision
-    reporter = _reporter(args)
+    from .profile import load_profile
+    if args.web_token is not None and args.web is None:
+        from .web.server import WebError
+        raise WebError("--web-token needs --web")
+    profile = load_profile(args.profile)
     options = RunOptions(count=args.count, loop=args.loop, timeout=args.timeout,
                          port_number=args.port_number, port_path=args.port_path,
                          serial=args.serial, reprovision=args.reprovision,
                          station=args.station or "", gather=args.gather)
+    dashboard = _start_dashboard(args, profile) if args.web else None
+    reporter = _reporter(args)
+    if dashboard is not None:
+        reporter = _tee(reporter, dashboard.state)
     try:
-        outcome = provision(args.profile, options, on_event=reporter, ledger=args.ledger,
+        outcome = provision(profile, options, on_event=reporter, ledger=args.ledger,
                             libusb=args.libusb, on_ready=_handle_sigterm)
     except (ProvisionError, RpibootError) as error:
         return _report_error(reporter, error)
@@ -173,7 +188,34 @@ def _run(args: argparse.Namespace) -> int:
         close = getattr(reporter, "close", None)
         if close is not None:
             close()
+        if dashboard is not None:
+            dashboard.stop()
     return int(outcome.exit_code)
+
+
+def _start_dashboard(args: argparse.Namespace, profile: Any) -> Any:
+    """Serve the dashboard before any board is touched (a busy port is an error up front)."""
+    from .ledger import open_ledger
+    from .web.server import WebError, start_dashboard
+    target = args.ledger if args.ledger is not None else profile.ledger
+    station = args.station or socket.gethostname()
+    try:
+        server, url = start_dashboard(args.web, args.web_token, station=station,
+                                      profile=str(profile.name),
+                                      ledger=lambda: open_ledger(target, station=station))
+    except ImportError as error:
+        raise WebError(f"--web needs the dashboard's packages ({error.name} is missing): "
+                       f"pip install 'rpiboot[line]'") from None
+    print(f"{PROG}: station dashboard at {url}", file=sys.stderr, flush=True)
+    return server
+
+
+def _tee(reporter: EventSink, state: Any) -> EventSink:
+    def both(item: Any) -> None:
+        reporter(item)
+        state.apply(item.to_dict())
+    both.close = getattr(reporter, "close", None)  # type: ignore[attr-defined]
+    return both
 
 
 def _handle_sigterm(pipeline: Any) -> None:
