@@ -122,7 +122,7 @@ def run_virtual(tmp: Path, profile: Path, pis: Sequence[VirtualPi], *,
     bus = VirtualBus(pis, sysfs_root=sysfs, dev_root=dev)
     settings = dict(count=len(pis), timeout=20.0, gather=1.0, follow_seconds=10.0,
                     reentry_timeout=10.0, sysfs_root=sysfs, dev_root=dev, mountinfo=mountinfo,
-                    swaps=swaps,
+                    swaps=swaps, disk_settle=0.05,
                     poll_interval=0.01)
     settings.update(options)
     events: list[dict[str, Any]] = []

@@ -213,11 +213,10 @@ class BoardWorker:
         return self.context.book.claim(self.board)
 
     def _storage(self) -> dict[str, Any]:
-        from .block_device import check_safe_to_write, disks_below_port, select_disk
+        from .block_device import check_safe_to_write, select_disk
         context, board = self.context, self.board
         options = context.options
-        disks = disks_below_port(board.port, sysfs_root=options.sysfs_root,
-                                 dev_root=options.dev_root)
+        disks = self._settled_disks()
         if not disks:
             raise StorageError(f"the board became no block device below {board.port}")
         disk = select_disk(disks, context.profile.os.storage)
@@ -227,6 +226,23 @@ class BoardWorker:
         context.book.update(board, disk=disk.name)
         return {"disk": str(disk.path), "size": disk.size, "vendor": disk.vendor.strip(),
                 "model": disk.model.strip(), "candidates": [d.name for d in disks]}
+
+    def _settled_disks(self) -> list[Any]:
+        """The disks below the port once their list has stopped changing for ``disk_settle``
+        seconds (a gadget with eMMC and NVMe may show one a moment before the other; writing
+        whichever came first would make the choice a race), within ``disk_wait`` seconds."""
+        from .block_device import disks_below_port
+        options, port = self.context.options, self.board.port
+        deadline = time.monotonic() + options.disk_wait
+        disks = disks_below_port(port, sysfs_root=options.sysfs_root, dev_root=options.dev_root)
+        while time.monotonic() < deadline and not self.context.stop.is_set():
+            time.sleep(options.disk_settle)
+            again = disks_below_port(port, sysfs_root=options.sysfs_root,
+                                     dev_root=options.dev_root)
+            if again and [d.name for d in again] == [d.name for d in disks]:
+                return again
+            disks = again
+        return disks
 
     def _write(self) -> dict[str, Any]:
         board = self.board

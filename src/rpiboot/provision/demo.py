@@ -115,7 +115,7 @@ def _run(directory: Path, reporter: EventSink, count: int,
         bus = VirtualBus(virtual_boards(directory, count), sysfs_root=sysfs, dev_root=dev)
         options = RunOptions(count=count, timeout=60.0, gather=1.0, sysfs_root=sysfs,
                              dev_root=dev, mountinfo=directory / "mountinfo",
-                             swaps=directory / "swaps", station="demo")
+                             swaps=directory / "swaps", station="demo", disk_settle=0.1)
         return provision(profile, options, on_event=reporter, transport=bus,
                          ledger=directory / "demo-ledger.sqlite", on_ready=on_ready)
 

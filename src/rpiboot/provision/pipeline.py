@@ -56,6 +56,10 @@ class RunOptions:
     reentry_timeout: float = 30.0
     """How long a board may take to come back at its port between steps."""
     boot_timeout: float | None = 300.0
+    disk_settle: float = 0.5
+    """The gadget's disk list must stay the same this long before one is chosen."""
+    disk_wait: float = 10.0
+    """How long the disk list may take to settle (and a disk to appear) after the gadget."""
     poll_interval: float = 0.02
     sysfs_root: Path = Path("/sys")
     dev_root: Path = Path("/dev")
