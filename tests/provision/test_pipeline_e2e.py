@@ -381,3 +381,19 @@ def test_bmap_for_another_image_fails_the_boards_and_a_matching_one_writes(line)
     run = run_virtual(tmp, right, [board("2711", 2, "b3a8", tmp / "r.img", 8 * MiB)])
     assert run.outcome.exit_code == ExitCode.OK
     assert disk_bytes(tmp / "r.img")[:len(image)] == image
+
+
+def test_a_hostile_serial_never_becomes_a_hostname(tmp_path):
+    from customise_support import pi_disk
+    make_boot_dirs(tmp_path)
+    disk = pi_disk(tmp_path, name="os.img")
+    extra = '[customise]\nhostname = "cm4-{serial}"\ninit = "cloud-init"\n'
+    pi = board("2711", 1, "x\ny;rm -rf /", tmp_path / "h.img", 64 * MiB)
+    run = run_virtual(tmp_path, profile(tmp_path, "os.img", extra), [pi])
+    assert_clean(run)
+    (failed,) = run.kinds("board_failed")
+    assert failed["step"] == "customise" and failed["code"].startswith("customise")
+    listing = subprocess.run(["mdir", "-b", "-i", f"{tmp_path / 'h.img'}@@{disk.offset}", "::"],
+                             capture_output=True, text=True).stdout
+    assert "user-data" not in listing  # nothing of it was written
+    assert export(tmp_path)[0]["serial"] == "x\ny;rm -rf /"  # recorded as the board sent it
