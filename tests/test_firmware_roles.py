@@ -147,6 +147,7 @@ def test_gadget_without_boot_ramdisk_never_becomes_the_gadget(tmp_path: Path) ->
     _boot(VirtualBus([pi]), directory)
     assert pi.halted and "boot.img" not in _files(pi)
     assert role_report(pi)["stages"][0]["never_received"] == ["boot.img"]
+    assert role_report(pi)["stages"][0]["never_requested"] == ["boot.img"]
 
 
 def _secure_dir(root: Path, key: rsa.RSAPrivateKey | None, signed_with=None) -> Path:
@@ -224,3 +225,38 @@ def test_unknown_role_and_wrong_chip() -> None:
         virtual_board("2711", (1,), ["flash-everything"])
     with pytest.raises(ValueError, match="BCM2712"):
         virtual_board("2711", (1,), ["recovery5"])
+
+
+@pytest.mark.parametrize("chip, second, files", [
+    ("2837", "bootcode.bin", ["start.elf"]),
+    ("2711", "bootcode4.bin", ["config.txt", "start4.elf"]),
+])
+def test_msd_ends_as_mass_storage(tmp_path: Path, chip: str, second: str,
+                                  files: list[str]) -> None:
+    directory = _directory(tmp_path / "msd", {second: b"msd " * 100, "config.txt": b"# msd\n",
+                                              "start.elf": b"s" * 500, "start4.elf": b"4" * 500})
+    disk = VirtualDisk(tmp_path / "sd.img", 1 << 20)
+    pi = virtual_board(chip, (4,), ["msd"], disks=[disk])
+    bus = VirtualBus([pi], sysfs_root=tmp_path / "sys", dev_root=tmp_path / "dev")
+    code, events = _boot(bus, directory, follow=3.0, sysfs_root=tmp_path / "sys")
+    assert code == ExitCode.OK and _files(pi) == files
+    assert events.of("device_followed")[0].data["block_devices"] == ["sda"]
+    with pytest.raises(ValueError, match="not BCM2712"):
+        virtual_board("2712", (4,), ["msd"])
+
+
+def test_board_spec_with_role_and_otp_key(tmp_path: Path, key: rsa.RSAPrivateKey) -> None:
+    from cryptography.hazmat.primitives import serialization
+
+    from rpiboot.simulator.board_spec import build_pi, parse_pi_option
+
+    pem = tmp_path / "key.pem"
+    pem.write_bytes(key.public_key().public_bytes(
+        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo))
+    spec = parse_pi_option(f"2712:1-1.4,role=secure-boot,otp-key={pem},disk=1M", 0)
+    pi = build_pi(spec, 0, str(tmp_path))
+    assert pi.port_path == "1-1.4" and pi.chip == "2712"
+    assert pi.board.otp.customer_key_hash == hashlib.sha256(_pubkey(key)).hexdigest()
+    assert pi.board.eeprom_pubkey == _pubkey(key)
+    assert [type(s).__name__ for s in pi.stages] == ["RomStage", "ServerStage", "FinalStage"]
+    assert pi.stages[-1].disks[0].size == 1 << 20

@@ -113,6 +113,10 @@ def test_disk_validation_and_names(tmp_path: Path) -> None:
         VirtualDisk(tmp_path / "x", 1000)
     with pytest.raises(ValueError, match="lun"):
         VirtualDisk(tmp_path / "x", 512, lun=9)
+    (tmp_path / "real").symlink_to("/dev/null")
+    for path in (tmp_path / "real", Path("/dev/null"), tmp_path):
+        with pytest.raises(ValueError, match="regular file"):
+            VirtualDisk(path, 512).create()
     assert [sd_name(i) for i in (0, 25, 26, 27)] == ["sda", "sdz", "sdaa", "sdab"]
     assert inquiry_strings("mmcblk0") == ("mmcblk0 ", " " * 16, "    ")
 

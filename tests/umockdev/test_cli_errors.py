@@ -212,7 +212,9 @@ def test_nothing_given_is_a_usage_error() -> None:
     ([], "no boards: give --pi CHIP:PORT"),
     (["--scenario", "/nonexistent/missing.json"],
      "scenario /nonexistent/missing.json: No such file or directory"),
-    (["--pi", "2711:1-3", "--pi", "2712:1-3"], "two boards on the same USB port 1-3"),
+    (["--pi", "2711:1-3", "--pi", "2712:1-3"],
+     "two boards on the same USB port 1-3 at the same time"),
+    (["--pi", "2711:1-3,arrive=1", "--pi", "2712:1-3,arrive=1.0"], "same USB port 1-3"),
     (["--pi", "2711:1-3,role=recovery5"], "role recovery5 is for BCM2712, not BCM2711"),
     (["--pi", "2711:1-3,role=flash-all"], "unknown role 'flash-all'"),
     (["--pi", "2711:1-3,role=recovery,files=a.bin"], "drop files"),
@@ -221,6 +223,8 @@ def test_nothing_given_is_a_usage_error() -> None:
      "No such file or directory"),
     (["--pi", "2711:1-3,disk=12345"], "positive multiple of 512"),
     (["--pi", "2711:1-3,disk=lots"], "expected bytes or a size like 64M"),
+    (["--pi", "2711:1-3,disk=1M:/dev/null"], "must be a regular file"),
+    (["--pi", "2711:1-3,disk=1M:/nonexistent/dir/disk.img"], "does not exist"),
 ])
 def test_bad_boards_are_one_line_usage_errors(arguments: list[str], words: str) -> None:
     done = _virtual(*arguments, "--", sys.executable, "-c", "pass")
@@ -234,3 +238,20 @@ def test_same_port_twice_across_scenario_and_pi(tmp_path: Path) -> None:
     path.write_text(json.dumps({"pis": [{"chip": "2711", "port": "1-1.4"}]}))
     done = _virtual("--scenario", str(path), "--pi", "2712:1-1.4", "--", "true")
     assert done.returncode == 2 and "same USB port 1-1.4" in _one_line(done)
+
+
+@pytest.mark.umockdev
+def test_a_later_board_at_a_busy_port_replaces_the_first(umockdev_tools: tuple[str, str],
+                                                         tmp_path: Path) -> None:
+    """The first board is still in its ROM when the second arrives at its port: the first is
+    pulled out, no umockdev crash ("already exists")."""
+    report = tmp_path / "report.json"
+    done = _virtual("--pi", "2711:1-3", "--pi", "2712:1-3,arrive=0.4", "--report",
+                    str(report), "--", sys.executable, "-c", "import time; time.sleep(1.2)")
+    assert done.returncode == 0, done.stderr
+    result = json.loads(report.read_text())
+    assert result["bridge"]["errors"] == []
+    enumerations = result["bridge"]["enumerations"]
+    assert [(e["port"], e["product_id"]) for e in enumerations] == [("1-3", 0x2711),
+                                                                    ("1-3", 0x2712)]
+    assert "already exists" not in done.stderr

@@ -59,13 +59,16 @@ def test_command_writes_the_disk_through_dev_sda(umockdev_tools: tuple[str, str]
 
 
 def test_two_disks_from_the_pi_option(umockdev_tools: tuple[str, str], tmp_path: Path,
-                                      boot_dir: Path) -> None:
+                                      boot_dir: Path, libusb: str) -> None:
+    """Both libusb builds (udev and netlink/sysfs scanning) see the gadget and its disks."""
     first, second = tmp_path / "a.img", tmp_path / "b.img"
     command = [sys.executable, "-m", "rpiboot.simulator.umockdev_cli", "--report",
                str(tmp_path / "r.json"), "--pi", f"2712:1-1.4,disk=64K:{first},disk=2M:{second}",
-               "--", *rpiboot_command(), "--libusb", "system", "-d", str(boot_dir),
+               "--", *rpiboot_command(), *(["--libusb", "system"] if libusb == "system" else []),
+               "-d", str(boot_dir),
                "--follow", "5", "--json"]
-    done = subprocess.run(command, capture_output=True, text=True, timeout=60)
+    env = {key: value for key, value in os.environ.items() if key != "RPIBOOT_LIBUSB"}
+    done = subprocess.run(command, capture_output=True, text=True, timeout=60, env=env)
     assert done.returncode == 0, done.stdout + done.stderr
     followed = [json.loads(line) for line in done.stdout.splitlines()
                 if '"device_followed"' in line]

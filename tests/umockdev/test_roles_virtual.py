@@ -58,6 +58,7 @@ def test_missing_image_is_named_in_the_report(umockdev_tools: tuple[str, str],
     pi = report["pis"][0]
     assert pi["roles"]["stages"][0]["never_received"] == ["pieeprom.bin"]
     assert "*EEPROM_UPDATE*skipped" in pi["metadata_acked"]
+    assert report["warnings"] == ["the board at 1-3 ran recovery without receiving pieeprom.bin"]
 
 
 def test_default_board_ignoring_the_eeprom_files_is_warned(umockdev_tools: tuple[str, str],

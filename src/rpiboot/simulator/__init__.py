@@ -4,9 +4,10 @@ It has no dependency beyond the standard library so that it can also run under t
 that drives umockdev (see :mod:`rpiboot.simulator.umockdev_bridge`).
 """
 
+from .firmware_roles import virtual_board
 from .script import Request, done, empty_done, load, metadata
 from .virtual_disk import VirtualDisk
 from .virtual_pi import FinalStage, RomStage, ServerStage, VirtualPi, typical_pi
 
 __all__ = ["FinalStage", "Request", "RomStage", "ServerStage", "VirtualDisk", "VirtualPi", "done",
-           "empty_done", "load", "metadata", "typical_pi"]
+           "empty_done", "load", "metadata", "typical_pi", "virtual_board"]

@@ -13,7 +13,7 @@ import json
 import os
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 from .firmware_roles import role_report, virtual_board
 from .script import Request, done, load, metadata
@@ -284,11 +284,12 @@ def load_scenario(args: argparse.Namespace) -> list[dict[str, Any]]:
     specs += [parse_pi_option(text, len(specs) + i) for i, text in enumerate(args.pi)]
     if not specs:
         raise ValueError("no boards: give --pi CHIP:PORT (e.g. --pi 2711:1-3) or --scenario FILE")
-    ports = [spec["port"] for spec in specs]
-    twice = sorted({port for port in ports if ports.count(port) > 1})
+    slots = [(spec["port"], float(spec.get("arrive") or 0)) for spec in specs]
+    twice = sorted({port for port, arrive in slots if slots.count((port, arrive)) > 1})
     if twice:
-        raise ValueError(f"two boards on the same USB port {', '.join(twice)}; one port holds "
-                         "one board (a board that boots several times is one --pi with a role)")
+        raise ValueError(f"two boards on the same USB port {', '.join(twice)} at the same time; "
+                         "give the later one arrive=SECONDS (it replaces the first) - a board "
+                         "that boots several times is one board with a role")
     return specs
 
 
@@ -312,11 +313,25 @@ def directory_warnings(pi: VirtualPi, directory: Path) -> list[str]:
         return []
     requested = {r.name for r in pi.received if r.kind == "request_read"}
     offered = _payload(directory) | _payload(directory / CHIP_DIRECTORIES[pi.chip])
-    missing = sorted(offered - requested)
+    disks = {disk.path.name for stage in pi.stages if isinstance(stage, FinalStage)
+             for disk in stage.disks if disk.path.parent.resolve() == directory.resolve()}
+    missing = sorted(offered - requested - disks)
     if not missing:
         return []
     return [f"the board at {pi.port_path} (BCM{pi.chip}) finished without requesting "
             f"{', '.join(missing)}, which {directory} offers: they were not tested"]
+
+
+def role_warnings(pis: Sequence[VirtualPi]) -> list[str]:
+    """Firmware that ran without files it expects (e.g. recovery.bin with no pieeprom.bin,
+    which real firmware reports as success)."""
+    warnings = []
+    for pi in pis:
+        for stage in (role_report(pi) or {}).get("stages", []):
+            if stage["reached"] and stage["never_received"]:
+                warnings.append(f"the board at {pi.port_path} ran {stage['role']} without "
+                                f"receiving {', '.join(stage['never_received'])}")
+    return warnings
 
 
 def _payload(directory: Path) -> set[str]:

@@ -129,8 +129,8 @@ class Recovery(Role):
     missing image still ends in the success indication (rpi-eeprom issue 735). On a board with
     secure boot the image must carry the customer key's rsa2048 signature.
 
-    Assumed: the BCM2711 also asks for vl805.sig/vl805.bin first (seen in the 214 log; this
-    model only reads them); the metadata key set and the EEPROM_UPDATE values "success",
+    Assumed: the BCM2711 asks for vl805.sig first (seen in the 214 log); this model reads it
+    and nothing else of the VL805 update (vl805.bin is not modelled); the metadata key set and the EEPROM_UPDATE values "success",
     "failed" and "skipped" (no image); a refused update still sends metadata and ends the stage.
     """
 
@@ -280,7 +280,11 @@ class SecureBoot(MassStorageGadget):
     """
 
     name = "secure-boot"
-    expected = ("config.txt", "boot.img", "boot.sig")
+
+    @property  # type: ignore[override]
+    def expected(self) -> tuple[str, ...]:
+        signed = self.board.otp.customer_key_hash is not None
+        return ("config.txt", "boot.img", "boot.sig") if signed else ("config.txt", "boot.img")
 
     def check_second_stage(self, data: bytes) -> int:
         wanted = self.board.otp.customer_key_hash
@@ -363,8 +367,11 @@ def role_report(pi: VirtualPi) -> dict[str, Any] | None:
             continue
         received = {r.name for r in pi.received if r.stage == index and r.kind == "file"
                     and r.value}
+        requested = {r.name for r in pi.received if r.stage == index
+                     and r.kind == "request_read"}
         stages.append({"stage": index, "role": role.name, "reached": pi.stage_index >= index,
                        "halted": role.halts and pi.stage_index == index,
+                       "never_requested": [n for n in role.expected if n not in requested],
                        "never_received": [n for n in role.expected if n not in received]})
     return {"stages": stages, "otp_customer_key_hash": board.otp.customer_key_hash,
             "eeprom_sha256": board.eeprom_sha256, "events": list(board.events),
@@ -376,8 +383,8 @@ def _image_pubkey(image: bytes) -> bytes | None:
     from ..eeprom.image import EepromImage
 
     try:
-        found = EepromImage(image).find_file("pubkey.bin")
-        data = EepromImage(image).get_file("pubkey.bin") if found else None
+        parsed = EepromImage(image)
+        data = parsed.get_file("pubkey.bin") if parsed.find_file("pubkey.bin") else None
     except (ToolError, ValueError, struct.error):
         return None
     return data[:264] if data and len(data) >= 264 else None

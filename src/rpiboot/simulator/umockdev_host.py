@@ -69,7 +69,8 @@ from pathlib import Path
 from typing import IO, Any, Sequence
 
 from .board_spec import (DEFAULT_FILES, build_pi, directory_warnings,  # noqa: F401
-                         load_scenario, parse_pi_option, parse_port, summarise, validate_spec)
+                         load_scenario, parse_pi_option, parse_port, role_warnings, summarise,
+                         validate_spec)
 from .virtual_pi import ServerStage, VirtualPi
 
 CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH, PR_CAPBSET_DROP = 1, 2, 24
@@ -201,8 +202,12 @@ class HostRun:
 
     def _late_arrival(self, pi: VirtualPi) -> None:
         with self._lock:  # close() takes the lock: no board arrives once it has begun
-            if not self.closed:
-                self.bus.plug_in(pi)
+            if self.closed:
+                return
+            for other in self.pis:  # a board still at that port is pulled out first
+                if other is not pi and other.port_path == pi.port_path and other.function:
+                    other.unplug()
+            self.bus.plug_in(pi)
 
     def on_signal(self, signum: int, _frame: Any = None) -> None:
         """SIGTERM/SIGINT/SIGHUP: terminate the command; run() then returns 128+signum."""
@@ -271,6 +276,7 @@ class HostRun:
                     (directory_warnings(pi, Path(directory)) if directory else [])]
         warnings += [f"the board at {pi.port_path} refused {text}" for pi in self.pis
                      for text in getattr(getattr(pi, "board", None), "refusals", [])]
+        warnings += role_warnings(self.pis)
         return {"warnings": warnings, "command": list(command), "exit_code": exit_code,
                 "duration": round(duration, 3),
                 "started_monotonic": time.monotonic() - duration, "umockdev_dir": self.bus.root_dir,

@@ -74,7 +74,9 @@ class VirtualDisk:
             raise ValueError(f"disk device {self.device!r}: expected a short name like mmcblk0")
 
     def create(self) -> None:
-        """Create the backing file (sparse) unless it exists already."""
+        """Create the backing file (sparse) unless it exists already; ValueError when the path
+        is something else than a regular file (never a real disk)."""
+        check_backing_path(self.path)
         try:
             with open(self.path, "xb") as handle:
                 handle.truncate(self.size)
@@ -87,6 +89,17 @@ class VirtualDisk:
             for block in iter(lambda: handle.read(1 << 20), b""):
                 digest.update(block)
         return digest.hexdigest()
+
+
+def check_backing_path(path: Path) -> None:
+    """A backing file must be a regular file (or not exist yet, in an existing directory): the
+    simulator never lets a command write to a real device through a virtual disk."""
+    if os.path.lexists(path):
+        if path.is_symlink() or not path.is_file():
+            raise ValueError(f"disk file {path}: must be a regular file, not a link, device or "
+                             "directory")
+    elif not path.parent.is_dir():
+        raise ValueError(f"disk file {path}: directory {path.parent} does not exist")
 
 
 def inquiry_strings(device: str) -> tuple[str, str, str]:
@@ -338,4 +351,6 @@ def check_disk_spec(spec: object, where: str) -> dict[str, object]:
         raise ValueError(f"{where}: read_only={checked['read_only']!r}: expected true or false")
     VirtualDisk(Path(str(checked.get("file") or "x")), checked["size"],  # type: ignore[arg-type]
                 lun=checked.get("lun"), device=checked.get("device"))  # type: ignore[arg-type]
+    if checked.get("file"):
+        check_backing_path(Path(str(checked["file"])))
     return checked

@@ -6,6 +6,11 @@ metadata), and optionally a final function (such as the mass-storage gadget). Th
 that the host follows the protocol, records everything it receives, and reports protocol
 violations in :attr:`VirtualPi.violations` instead of raising, so tests can assert on them.
 
+Boards built from firmware roles (recovery, mass-storage-gadget, secure-boot...: requests that
+depend on the files received, a virtual OTP, several boots at one port) come from
+:func:`rpiboot.simulator.firmware_roles.virtual_board`; the gadget's disks are
+:class:`rpiboot.simulator.virtual_disk.VirtualDisk`.
+
 Bus back-ends (the in-process bus, the umockdev bridge) implement :class:`BusListener`.
 """
 
