@@ -12,6 +12,8 @@ from types import SimpleNamespace
 from typing import Iterator
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from rpiboot.provision.fan_out import FanOut, fan_out
 from rpiboot.provision.image_source import ImageError, open_image
@@ -156,3 +158,48 @@ def test_four_disks_from_one_xz_decompression(tmp_path: Path,
     with pytest.raises(VerifyError) as caught:
         verify_ranges(disks[2], results[2].ranges)
     assert caught.value.result.first_mismatch == 655360
+
+
+def test_a_disk_that_vanishes_fails_alone(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Three disks written from one stream; the second goes away (EIO) after 256 KiB: it fails
+    with device_gone, the other two hold the whole image and verify."""
+    import errno
+
+    from rpiboot.provision import writer as writer_module
+
+    raw = write_image_file(tmp_path, 1_000_000, seed=5)
+    source = open_image(compress(raw, "zst"), chunk_size=64 << 10)
+    disks = [tmp_path / f"disk{n}" for n in range(3)]
+    fds = [os.open(disk, os.O_RDWR | os.O_CREAT) for disk in disks]
+    real = os.pwrite
+
+    def pwrite(fd: int, data, offset: int) -> int:
+        if fd == fds[1] and offset >= 256 << 10:
+            raise OSError(errno.EIO, "Input/output error")
+        return real(fd, data, offset)
+
+    monkeypatch.setattr(writer_module.os, "pwrite", pwrite)
+    try:
+        results = fan_out(source.chunks(), [
+            lambda feed, fd=fd: write_image(feed, fd, disk_size=2 << 20, image_size=source.size,
+                                            hash_image=False, block_size=64 << 10)
+            for fd in fds])
+    finally:
+        for fd in fds:
+            os.close(fd)
+    assert isinstance(results[1], WriteError) and results[1].code == "device_gone"
+    image = raw.read_bytes()
+    for index in (0, 2):
+        assert disks[index].read_bytes() == image
+        assert verify_ranges(disks[index], results[index].ranges).ok
+    assert source.sha256 == hashlib.sha256(image).hexdigest()
+
+
+@settings(max_examples=25, deadline=None)
+@given(sizes=st.lists(st.integers(1, 300), max_size=40), consumers=st.integers(1, 5),
+       depth=st.integers(1, 4))
+def test_every_consumer_sees_exactly_the_stream(sizes: list[int], consumers: int,
+                                                depth: int) -> None:
+    chunks = [bytes([n % 251]) * size for n, size in enumerate(sizes)]
+    results = fan_out(iter(chunks), [lambda feed: b"".join(feed)] * consumers, depth=depth)
+    assert results == [b"".join(chunks)] * consumers

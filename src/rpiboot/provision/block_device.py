@@ -138,7 +138,8 @@ def select_disk(disks: Sequence[BlockDevice], storage: str | None) -> BlockDevic
 def check_safe_to_write(disk: BlockDevice, *, sysfs_root: Path = Path("/sys"),
                         mountinfo: Path = Path("/proc/self/mountinfo"),
                         swaps: Path = Path("/proc/swaps")) -> None:
-    """Raise :class:`UnsafeTargetError` unless ``disk`` may be written now.
+    """Raise :class:`UnsafeTargetError` unless ``disk`` (as :func:`disks_below_port` made it)
+    may be written now.
 
     Reads sysfs again: the disk must still be below its port with the same device number.
     """
