@@ -108,8 +108,10 @@ class Run:
 
 
 def run_virtual(tmp: Path, profile: Path, pis: Sequence[VirtualPi], *,
-                ledger: Path | str | None = None, **options: Any) -> Run:
-    """Provision ``pis`` in-process; events are checked against the schema by the caller."""
+                ledger: Path | str | None = None,
+                later: Sequence[tuple[float, VirtualPi]] = (), **options: Any) -> Run:
+    """Provision ``pis`` in-process; events are checked against the schema by the caller.
+    ``later``: (seconds, board) plugged in that long after the start."""
     sysfs, dev = tmp / "sys", tmp / "dev"
     sysfs.mkdir(exist_ok=True)
     dev.mkdir(exist_ok=True)
@@ -120,7 +122,11 @@ def run_virtual(tmp: Path, profile: Path, pis: Sequence[VirtualPi], *,
     if not swaps.exists():
         swaps.write_text("Filename Type Size Used Priority\n")
     bus = VirtualBus(pis, sysfs_root=sysfs, dev_root=dev)
-    settings = dict(count=len(pis), timeout=20.0, gather=1.0, follow_seconds=10.0,
+    for delay, pi in later:
+        timer = threading.Timer(delay, bus.plug_in, (pi,))
+        timer.daemon = True
+        timer.start()
+    settings = dict(count=len(pis) + len(later), timeout=20.0, gather=1.0, follow_seconds=10.0,
                     reentry_timeout=10.0, sysfs_root=sysfs, dev_root=dev, mountinfo=mountinfo,
                     swaps=swaps, disk_settle=0.05,
                     poll_interval=0.01)

@@ -397,3 +397,30 @@ def test_a_hostile_serial_never_becomes_a_hostname(tmp_path):
                              capture_output=True, text=True).stdout
     assert "user-data" not in listing  # nothing of it was written
     assert export(tmp_path)[0]["serial"] == "x\ny;rm -rf /"  # recorded as the board sent it
+
+
+def test_boards_in_progress_are_waited_for_within_the_gather_window(line):
+    """A board that arrived with the others but boots more slowly joins their batch."""
+    tmp, image = line
+    fast = board("2711", 1, "9a7e0001", tmp / "g1.img", 8 * MiB)
+    slow = board("2711", 2, "9a7e0002", tmp / "g2.img", 8 * MiB, reenumerate_delay=0.6)
+    run = run_virtual(tmp, profile(tmp, "os.img"), [fast, slow], gather=3.0)
+    assert_clean(run)
+    writes = [(e["details"]["batch"], e["details"]["boards"])
+              for e in run.kinds("step_done") if e["step"] == "write"]
+    assert writes == [(1, 2), (1, 2)]
+    for name in ("g1.img", "g2.img"):
+        assert disk_bytes(tmp / name)[:len(image)] == image
+
+
+def test_a_board_arriving_after_the_write_began_gets_the_next_batch(line):
+    tmp, image = line
+    first = board("2711", 1, "9a7e0003", tmp / "g3.img", 8 * MiB)
+    later = board("2711", 2, "9a7e0004", tmp / "g4.img", 8 * MiB)
+    run = run_virtual(tmp, profile(tmp, "os.img"), [first], later=[(1.0, later)], gather=3.0)
+    assert_clean(run)
+    writes = sorted((e["details"]["batch"], e["details"]["boards"])
+                    for e in run.kinds("step_done") if e["step"] == "write")
+    assert writes == [(1, 1), (2, 1)]  # nobody waits for a board that has not arrived
+    for name in ("g3.img", "g4.img"):
+        assert disk_bytes(tmp / name)[:len(image)] == image
