@@ -424,3 +424,17 @@ def test_a_board_arriving_after_the_write_began_gets_the_next_batch(line):
     assert writes == [(1, 1), (2, 1)]  # nobody waits for a board that has not arrived
     for name in ("g3.img", "g4.img"):
         assert disk_bytes(tmp / name)[:len(image)] == image
+
+
+def test_no_permission_on_the_disk_is_status_7_with_a_hint(line, monkeypatch):
+    tmp, _image = line
+    real_access = os.access
+    dev = str(tmp / "dev")
+    monkeypatch.setattr(os, "access", lambda path, mode, **kw: False if str(path).startswith(dev)
+                        else real_access(path, mode, **kw))  # as a user without rights would
+    run = run_virtual(tmp, profile(tmp, "os.img"), [board("2711", 1, "pe7", tmp / "p.img",
+                                                          8 * MiB)])
+    assert run.outcome.exit_code == ExitCode.PERMISSION
+    (failed,) = run.kinds("board_failed")
+    assert failed["code"] == "permission" and "udev rule" in failed["message"]
+    assert disk_bytes(tmp / "p.img") == bytes(8 * MiB)

@@ -30,6 +30,10 @@ class NoSerialError(ProvisionError):
     code = "no_serial"
 
 
+class DiskPermissionError(ProvisionError):
+    code = "permission"
+
+
 class EepromNotFlashed(ProvisionError):
     """recovery.bin reported that it did not write our image (EEPROM_UPDATE / EEPROM_HASH)."""
     code = "eeprom_failed"
@@ -225,6 +229,10 @@ class BoardWorker:
         disk = select_disk(disks, context.profile.os.storage)
         check_safe_to_write(disk, sysfs_root=options.sysfs_root,
                             mountinfo=options.mountinfo, swaps=options.swaps)
+        if not os.access(disk.path, os.R_OK | os.W_OK):
+            raise DiskPermissionError(
+                f"no permission to write {disk.path}: run as root, or add a udev rule giving "
+                f"your group the disks of USB-booted Raspberry Pis (or join the 'disk' group)")
         board.disk = disk
         context.book.update(board, disk=disk.name)
         return {"disk": str(disk.path), "size": disk.size, "vendor": disk.vendor.strip(),
