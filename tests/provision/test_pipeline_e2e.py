@@ -438,3 +438,14 @@ def test_no_permission_on_the_disk_is_status_7_with_a_hint(line, monkeypatch):
     (failed,) = run.kinds("board_failed")
     assert failed["code"] == "permission" and "udev rule" in failed["message"]
     assert disk_bytes(tmp / "p.img") == bytes(8 * MiB)
+
+
+@pytest.mark.parametrize("filters", [{"port_path": "1-2"}, {"port_number": 2}])
+def test_port_filters_choose_the_board(line, filters):
+    tmp, image = line
+    pis = [board("2711", n, f"f11e{n}", tmp / f"f{n}.img", 8 * MiB) for n in (1, 2, 3)]
+    run = run_virtual(tmp, profile(tmp, "os.img"), pis, count=1, **filters)
+    assert_clean(run)
+    assert [(b.port, b.result) for b in run.outcome.boards] == [("1-2", "ok")]
+    assert disk_bytes(tmp / "f2.img")[:len(image)] == image
+    assert pis[0].received == [] and pis[2].received == []  # never touched

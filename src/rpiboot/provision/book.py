@@ -91,7 +91,7 @@ class LedgerBook:
         board.board_id = self._call(
             "begin", "begin_board", port=board.port, chip=board.chip, serial=board.serial,
             profile_name=self.profile.name, profile_id=self.profile.profile_id,
-            host=self.host, tool_version=__version__)
+            host=self.host, tool_version=__version__, started=board.started)
         assert board.board_id is not None
         self.open_boards.add(board.board_id)
         fields: dict[str, Any] = {}
