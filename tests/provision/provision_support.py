@@ -109,9 +109,10 @@ class Run:
 
 def run_virtual(tmp: Path, profile: Path, pis: Sequence[VirtualPi], *,
                 ledger: Path | str | None = None,
-                later: Sequence[tuple[float, VirtualPi]] = (), **options: Any) -> Run:
+                later: Sequence[tuple[float, Any]] = (), **options: Any) -> Run:
     """Provision ``pis`` in-process; events are checked against the schema by the caller.
-    ``later``: (seconds, board) plugged in that long after the start."""
+    ``later``: (seconds, board) plugged in that long after the start, or (seconds, action)
+    with ``action(bus)`` run then."""
     sysfs, dev = tmp / "sys", tmp / "dev"
     sysfs.mkdir(exist_ok=True)
     dev.mkdir(exist_ok=True)
@@ -122,11 +123,12 @@ def run_virtual(tmp: Path, profile: Path, pis: Sequence[VirtualPi], *,
     if not swaps.exists():
         swaps.write_text("Filename Type Size Used Priority\n")
     bus = VirtualBus(pis, sysfs_root=sysfs, dev_root=dev)
-    for delay, pi in later:
-        timer = threading.Timer(delay, bus.plug_in, (pi,))
+    for delay, what in later:
+        action = bus.plug_in if isinstance(what, VirtualPi) else what
+        timer = threading.Timer(delay, action, (what if isinstance(what, VirtualPi) else bus,))
         timer.daemon = True
         timer.start()
-    settings = dict(count=len(pis) + len(later), timeout=20.0, gather=1.0, follow_seconds=10.0,
+    settings = dict(count=len(pis) + sum(isinstance(w, VirtualPi) for _, w in later), timeout=20.0, gather=1.0, follow_seconds=10.0,
                     reentry_timeout=10.0, sysfs_root=sysfs, dev_root=dev, mountinfo=mountinfo,
                     swaps=swaps, disk_settle=0.05,
                     poll_interval=0.01)

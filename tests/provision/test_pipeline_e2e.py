@@ -449,3 +449,33 @@ def test_port_filters_choose_the_board(line, filters):
     assert [(b.port, b.result) for b in run.outcome.boards] == [("1-2", "ok")]
     assert disk_bytes(tmp / "f2.img")[:len(image)] == image
     assert pis[0].received == [] and pis[2].received == []  # never touched
+
+
+def test_loop_serves_a_board_swapped_in_at_the_same_port(line):
+    tmp, image = line
+    first = board("2711", 1, "5a0p0001", tmp / "s1.img", 8 * MiB)
+    second = board("2711", 1, "5a0p0002", tmp / "s2.img", 8 * MiB)
+    run = run_virtual(tmp, profile(tmp, "os.img"), [first],
+                      later=[(1.0, lambda bus: first.unplug()), (1.3, second)],
+                      loop=True, count=2)
+    assert_clean(run)
+    assert [(b.port, b.serial, b.result) for b in run.outcome.boards] == \
+        [("1-1", "5a0p0001", "ok"), ("1-1", "5a0p0002", "ok")]
+    assert disk_bytes(tmp / "s2.img")[:len(image)] == image
+
+
+def test_a_skipped_board_left_in_usb_boot_mode_is_not_served_again(line):
+    tmp, _image = line
+    extra = '[eeprom]\nrecovery = "recovery"\nboot_conf = "boot.conf"\n'
+    once = run_virtual(tmp, profile(tmp, "os.img", extra),
+                       [board("2711", 1, "5k1p0001", tmp / "k1.img", 8 * MiB, eeprom=True)])
+    assert once.outcome.exit_code == ExitCode.OK
+    # The same board again: after its EEPROM step it is skipped, and comes back to the ROM
+    # (nRPIBOOT fitted), where it stays. A loop must not take that for a new board.
+    again = board("2711", 1, "5k1p0001", tmp / "k2.img", 8 * MiB, eeprom=True)
+    run = run_virtual(tmp, profile(tmp, "os.img", extra), [again], loop=True, count=None,
+                      timeout=1.0)
+    assert_clean(run)
+    assert run.outcome.exit_code == ExitCode.OK
+    assert [b.result for b in run.outcome.boards] == ["skipped"]
+    assert len(run.kinds("board_arrived")) == 1
