@@ -59,3 +59,18 @@ def test_live_table_shows_every_port_and_the_summary(events):
     view(events[-1])  # summary: the live display stops, the summary table is printed
     printed = console.file.getvalue()
     assert "Summary" in printed and "image_too_large at write" in printed
+
+
+def test_a_large_boot_file_shows_as_boot_progress(tmp_path, monkeypatch):
+    import rpiboot.link
+    monkeypatch.setattr(rpiboot.link, "PROGRESS_INTERVAL", 0.0)  # every chunk, however fast
+    make_boot_dirs(tmp_path)
+    (tmp_path / "gadget" / "boot.img").write_bytes(bytes(8 << 20))
+    os_image(tmp_path / "os.img", 1 << 20)
+    profile = write_profile(tmp_path / "p.toml", '[boot]\ndirectory = "gadget"\n[os]\n'
+                                                 'image = "os.img"\n')
+    run = run_virtual(tmp_path, profile, [board("2711", 1, "b001", tmp_path / "d.img",
+                                                4 << 20)])
+    assert run.schema_problems() == [] and run.outcome.exit_code == 0
+    boot = [e for e in run.kinds("step_progress") if e["step"] == "boot"]
+    assert boot and all(e["total"] == 8 << 20 and 0 < e["bytes"] <= e["total"] for e in boot)

@@ -14,7 +14,7 @@ import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable
 
-from ..events import event
+from ..events import Event, event
 from .boot_step import BootRequest, boot_at_port
 from .errors import AlreadyDone, BootStepError, Interrupted, ProvisionError, exit_code_for
 
@@ -199,7 +199,20 @@ class BoardWorker:
         return BootRequest(context.watcher, self.board.port, directory, context.stop,
                            self.exclude, timeout=context.options.reentry_timeout,
                            follow=follow, sysfs_root=context.options.sysfs_root,
-                           step_timeout=context.options.boot_timeout)
+                           step_timeout=context.options.boot_timeout,
+                           on_event=self._engine_event)
+
+    def _engine_event(self, item: Event) -> None:
+        """The engine's progress through a large boot file is the step's progress."""
+        if item.kind != "file_progress":
+            return
+        data = item.data
+        sent, size, seconds = data.get("sent"), data.get("size"), data.get("seconds")
+        if isinstance(sent, int) and isinstance(size, int) and isinstance(seconds, (int, float)):
+            rate = sent / seconds if seconds > 0 else 0.0
+            eta = round((size - sent) / rate, 1) if rate > 0 else None
+            self.context.emit(event("step_progress", self.board.port, step=self.board.step,
+                                    bytes=sent, total=size, rate=round(rate, 1), eta=eta))
 
     def _learn(self, outcome: Any) -> None:
         board = self.board

@@ -47,7 +47,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-V", "--version", action="version", version=f"{PROG} {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     check = commands.add_parser("check", help="validate a profile and every file it names")
-    check.add_argument("profile", type=Path, metavar="PROFILE.toml")
+    check.add_argument("profile", type=Path, metavar="PROFILE.toml", help="the profile")
     check.add_argument("--json", action="store_true", help="print the result as JSON")
     check.add_argument("--ledger", metavar="PATH|URL",
                        help="also open this ledger as run would (default: the profile's "
@@ -79,7 +79,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _add_run_options(run: argparse.ArgumentParser) -> None:
-    run.add_argument("profile", type=Path, metavar="PROFILE.toml")
+    run.add_argument("profile", type=Path, metavar="PROFILE.toml",
+                     help="the profile: what every board gets (docs/provision.md)")
     run.add_argument("--count", type=_positive_int, metavar="N",
                      help="stop after N boards")
     run.add_argument("-l", "--loop", action="store_true", help="keep serving boards")
