@@ -80,10 +80,9 @@ def boot_at_port(request: BootRequest) -> BootOutcome:
         message = str(result.error) if result.error else "the board did not appear"
         raise BootStepError(f"{message} at {request.port}",
                             "board_gone" if result.error is None else _code(result.error))
-    if session.error is not None or result.error is not None:
-        error = session.error or result.error
-        assert error is not None
-        raise BootStepError(str(error), _code(error))
+    failure = session.error or result.error
+    if failure is not None:
+        raise BootStepError(str(failure), _code(failure))
     final: dict[str, Any] = session.final or {}
     blocks = [name for name in final.get("block_devices", []) if isinstance(name, str)]
     board = session.summary().get("board")

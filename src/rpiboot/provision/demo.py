@@ -23,6 +23,7 @@ from ..events import EventSink
 from ..simulator import FinalStage, RomStage, ServerStage, VirtualDisk, VirtualPi
 from ..simulator.in_process import VirtualBus
 from ..simulator.script import done, load
+from ..simulator.virtual_pi import Stage
 from .api import provision
 from .password_hash import hash_password
 from .pipeline import Pipeline, RunOptions, RunOutcome
@@ -81,7 +82,7 @@ def virtual_boards(directory: Path, count: int) -> list[VirtualPi]:
         chip = CHIPS[(number - 1) % len(CHIPS)]
         serial = f"d3m0{number:04x}"
         requests = [request for name in GADGET_FILES[chip] for request in load(name)] + [done()]
-        stages = [RomStage(serial_index=3 if chip == "2711" else 0),
+        stages: list[Stage] = [RomStage(serial_index=3 if chip == "2711" else 0),
                   ServerStage(requests, serial=serial),
                   FinalStage(serial=serial, disks=[VirtualDisk(directory / f"board{number}.img",
                                                                DISK_SIZE)])]

@@ -157,8 +157,7 @@ class Pipeline:
             if target is None or stage_of(ref.info) != "rom":
                 continue
             port = ref.info.port_path
-            worker = self._workers.get(port)
-            if worker is not None and worker.is_alive():
+            if port in self._workers:
                 continue  # the board at this port, between two of its steps
             if port in self._retired:
                 continue
