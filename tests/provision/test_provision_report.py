@@ -55,6 +55,7 @@ def test_live_table_shows_every_port_and_the_summary(events):
     rendered = table.getvalue()
     assert "1-1" in rendered and "1-2" in rendered
     assert "ok" in rendered and "failed: image_too_large" in rendered
+    assert "1 provisioned, 1 failed, 0 skipped, 0 in progress" in rendered
     assert "\x1b[2J" not in rendered and "ev\\x1b[2Jil\\nserial" in rendered
     view(events[-1])  # summary: the live display stops, the summary table is printed
     printed = console.file.getvalue()

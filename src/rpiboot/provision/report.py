@@ -218,7 +218,8 @@ class LiveView:
         with self._lock:
             if not self._rows:
                 return Text(self._status)
-            table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False)
+            table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False,
+                          caption=self._totals(), caption_justify="left")
             for column in ("Port", "Chip", "Serial", "Step", "Disk", "Progress", "Rate", "ETA",
                            "Result"):
                 table.add_column(column, no_wrap=True, justify="right"
@@ -230,6 +231,14 @@ class LiveView:
                                           row.disk, progress, _rate(row.rate), _eta(row.eta))),
                               Text(row.result, style=row.style))
             return table
+
+    def _totals(self) -> str:
+        results = [row.result for row in self._rows.values()]
+        ok = sum(result == "ok" for result in results)
+        failed = sum(result.startswith("failed") for result in results)
+        skipped = sum(result == "already provisioned" for result in results)
+        return (f"{ok} provisioned, {failed} failed, {skipped} skipped, "
+                f"{len(results) - ok - failed - skipped} in progress")
 
     @staticmethod
     def summary_table(boards: list[dict[str, Any]]) -> RenderableType:
