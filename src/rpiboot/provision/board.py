@@ -330,7 +330,7 @@ class BoardWorker:
         board.finished = time.time()
         self.context.book.finish(board, result="ok")
         board.result = "ok"
-        return {"board": board.board_id}
+        return {"record": board.board_id}
 
     def _announce_done(self) -> None:
         board = self.board
@@ -338,7 +338,8 @@ class BoardWorker:
                                 unit=board.unit,
                                 disk=None if board.disk is None else str(board.disk.path),
                                 bytes_written=board.bytes_written, verified=board.verified,
-                                seconds=board.seconds, board=board.board_id))
+                                seconds=board.seconds, board=board.info,
+                                record=board.board_id))
 
     # --- the disk -----------------------------------------------------------------------------
 

@@ -70,7 +70,7 @@ class LedgerBook:
         except AlreadyProvisionedError as error:
             raise AlreadyDone(str(error)) from None
         self._begin(board)
-        details: dict[str, Any] = {"board": board.board_id}
+        details: dict[str, Any] = {"record": board.board_id}
         fields = profile.template_fields
         if "unit" in fields:
             board.unit = self._call("unit number", "next_unit", board.board_id)

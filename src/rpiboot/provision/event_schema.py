@@ -37,7 +37,7 @@ EVENT_SCHEMA: dict[str, dict[str, str]] = {
     "board_skipped": {"port": "str", "serial": "str?", "reason": "str"},
     "board_done": {"port": "str", "serial": "str?", "chip": "str", "unit": "int?",
                    "disk": "str?", "bytes_written": "int", "verified": "bool",
-                   "seconds": "number", "board": "int?"},
+                   "seconds": "number", "board": "dict?", "record": "int?"},
     "board_failed": {"port": "str", "serial": "str?", "step": "str", "code": "str",
                      "message": "str", "exit_code": "int"},
     "notice": {"port": "str", "message": "str"},
@@ -49,7 +49,9 @@ OPTIONAL_FIELDS: dict[str, set[str]] = {
     "step_started": {"serial"},
     "notice": {"port"},
 }
-"""Fields that some events of a kind leave out (``board`` is the ledger's id of the board)."""
+"""Fields that some events of a kind leave out. In ``board_done``, ``board`` is what the engine
+decoded from the OTP metadata (model, revision, memory_mb...; null when unknown) and ``record``
+the board's id in the ledger."""
 
 
 def validate(item: dict[str, Any]) -> list[str]:
