@@ -479,3 +479,21 @@ def test_a_skipped_board_left_in_usb_boot_mode_is_not_served_again(line):
     assert run.outcome.exit_code == ExitCode.OK
     assert [b.result for b in run.outcome.boards] == ["skipped"]
     assert len(run.kinds("board_arrived")) == 1
+
+
+def test_board_info_from_the_engine_reaches_events_and_ledger(line, monkeypatch):
+    """Where the engine decodes the board from its OTP (model, memory...), the pipeline passes
+    it on; simulated here by adding it to what the boot step returns."""
+    import dataclasses
+    from rpiboot.provision import board as board_module
+    tmp, _image = line
+    info = {"model": "Compute Module 4", "revision": "1.1", "memory_mb": 4096}
+    real = board_module.boot_at_port
+    monkeypatch.setattr(board_module, "boot_at_port",
+                        lambda request: dataclasses.replace(real(request), board=info))
+    run = run_virtual(tmp, profile(tmp, "os.img"), [board("2711", 1, "1nf0", tmp / "i.img",
+                                                          8 * MiB)])
+    assert_clean(run)
+    (done,) = run.kinds("board_done")
+    assert done["board"] == info and done["record"] == 1
+    assert export(tmp)[0]["board"] == info

@@ -118,7 +118,8 @@ class LedgerBook:
                        started=step.started, finished=step.finished, details=step.details)
             board.recorded_steps += 1
 
-    def update(self, board: "Board", **fields: Any) -> None:
+    def update(self, board: "Board", /, **fields: Any) -> None:
+        """Set facts about the board (``fields`` may include ``board``: the decoded board)."""
         if board.board_id is not None:
             fields.pop("disk", None)
             if fields:
