@@ -147,3 +147,23 @@ def run_virtual(tmp: Path, profile: Path, pis: Sequence[VirtualPi], *,
     except Exception as error:  # noqa: BLE001 - the test looks at it
         return Run(None, events, error)
     return Run(outcome, events)
+
+
+def make_bmap(image: Path) -> bytes:
+    """A bmap (bmaptool's format 2.0) of ``image``: by bmaptool when installed, else written
+    here with every 4 KiB block mapped and the file checksum computed as bmaptool does (sha256
+    of the file with that checksum's digits set to zeros)."""
+    import shutil
+    import subprocess
+    if shutil.which("bmaptool"):
+        return subprocess.run(["bmaptool", "create", str(image)], capture_output=True,
+                              check=True).stdout
+    data = image.read_bytes()
+    blocks = (len(data) + 4095) // 4096
+    text = (f'<?xml version="1.0" ?>\n<bmap version="2.0">\n<ImageSize> {len(data)} </ImageSize>'
+            f'\n<BlockSize> 4096 </BlockSize>\n<BlocksCount> {blocks} </BlocksCount>\n'
+            f'<MappedBlocksCount> {blocks} </MappedBlocksCount>\n<ChecksumType> sha256 '
+            f'</ChecksumType>\n<BmapFileChecksum> {"0" * 64} </BmapFileChecksum>\n<BlockMap>\n'
+            f'<Range chksum="{hashlib.sha256(data).hexdigest()}"> 0-{blocks - 1} </Range>\n'
+            f'</BlockMap>\n</bmap>\n')
+    return text.replace("0" * 64, hashlib.sha256(text.encode()).hexdigest(), 1).encode()
