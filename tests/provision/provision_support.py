@@ -109,7 +109,8 @@ class Run:
 
 def run_virtual(tmp: Path, profile: Path, pis: Sequence[VirtualPi], *,
                 ledger: Path | str | None = None,
-                later: Sequence[tuple[float, Any]] = (), **options: Any) -> Run:
+                later: Sequence[tuple[float, Any]] = (), bus_class: type = VirtualBus,
+                **options: Any) -> Run:
     """Provision ``pis`` in-process; events are checked against the schema by the caller.
     ``later``: (seconds, board) plugged in that long after the start, or (seconds, action)
     with ``action(bus)`` run then."""
@@ -122,7 +123,7 @@ def run_virtual(tmp: Path, profile: Path, pis: Sequence[VirtualPi], *,
     swaps = tmp / "swaps"
     if not swaps.exists():
         swaps.write_text("Filename Type Size Used Priority\n")
-    bus = VirtualBus(pis, sysfs_root=sysfs, dev_root=dev)
+    bus = bus_class(pis, sysfs_root=sysfs, dev_root=dev)
     for delay, what in later:
         action = bus.plug_in if isinstance(what, VirtualPi) else what
         timer = threading.Timer(delay, action, (what if isinstance(what, VirtualPi) else bus,))

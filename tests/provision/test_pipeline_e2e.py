@@ -9,6 +9,7 @@ import hashlib
 import json
 import os
 import subprocess
+import time
 import zipfile
 from pathlib import Path
 
@@ -19,6 +20,7 @@ from rpiboot.provision import cli
 from rpiboot.provision.errors import ExitCode
 from rpiboot.provision.ledger import open_ledger
 from rpiboot.simulator import VirtualDisk
+from rpiboot.simulator.in_process import VirtualBus
 
 from provision_support import (board, compress, make_bmap, make_boot_dirs, os_image,
                                run_virtual, write_profile)
@@ -489,3 +491,36 @@ def test_board_info_from_the_engine_reaches_events_and_ledger(line, monkeypatch)
     (done,) = run.kinds("board_done")
     assert done["board"] == info and done["record"] == 1
     assert export(tmp)[0]["board"] == info
+
+
+class LaggingBus(VirtualBus):
+    """A bus whose listing keeps an enumeration for a while after it left (as a lagging libusb
+    device list or sysfs does): opening it then fails as a departed device does."""
+
+    LAG = 0.5
+
+    def __init__(self, *args, **kwargs):
+        self.departed: dict[int, tuple[float, object]] = {}
+        super().__init__(*args, **kwargs)
+
+    def detach(self, pi, function):
+        ref = self._present.get(id(function))
+        if ref is not None:
+            self.departed[id(function)] = (time.monotonic() + self.LAG, ref)
+        super().detach(pi, function)
+
+    def devices(self):
+        now = time.monotonic()
+        stale = [ref for until, ref in self.departed.values() if until > now]
+        return list(super().devices()) + stale
+
+
+def test_a_stale_listing_of_the_recovery_stage_is_not_the_board_coming_back(line):
+    tmp, image = line
+    extra = '[eeprom]\nrecovery = "recovery"\nboot_conf = "boot.conf"\n'
+    pi = board("2711", 1, "1a99ed01", tmp / "lag.img", 8 * MiB, eeprom=True)
+    run = run_virtual(tmp, profile(tmp, "os.img", extra), [pi], bus_class=LaggingBus)
+    assert_clean(run)
+    assert run.outcome.exit_code == ExitCode.OK, run.outcome.boards[0].message
+    assert len(run.kinds("board_arrived")) == 1 and pi.violations == []
+    assert disk_bytes(tmp / "lag.img")[:len(image)] == image
