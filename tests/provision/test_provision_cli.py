@@ -92,9 +92,9 @@ def test_usage_errors_and_missing_profile(line, capsys):
 
 def test_run_without_a_board_times_out_with_status_4_and_valid_json(line, capsys,
                                                                       monkeypatch):
-    from rpiboot import api
+    from rpiboot.provision import api
     from rpiboot.simulator.in_process import VirtualBus
-    monkeypatch.setattr(api, "_open_libusb", lambda _library: VirtualBus([]))
+    monkeypatch.setattr(api, "open_usb", lambda _library: VirtualBus([]))
     profile = write_profile(line / "p.toml", '[boot]\ndirectory = "gadget"\n[os]\nimage = '
                                              '"os.img"\n')
     status = cli.main(["run", str(profile), "--json", "--timeout", "0.3", "--ledger",

@@ -58,14 +58,24 @@ def provision(profile: str | Path | Profile, options: RunOptions | None = None, 
         checked.close()
 
 
+def open_usb(library: str | None) -> Transport:
+    """The real USB bus through libusb (``library`` as ``rpiboot --libusb``)."""
+    from ..errors import UsbUnavailableError
+    from ..libusb_transport import LibusbTransport
+    from ..transport import UsbUnavailable
+    try:
+        return LibusbTransport(library)
+    except UsbUnavailable as error:
+        raise UsbUnavailableError(str(error)) from None
+
+
 def _run(profile: Profile, checked: Preflight, options: RunOptions,
          emit: Callable[[Event], None], transport: Transport | None, ledger: Any, station: str,
          ledger_text: str, libusb: str | None,
          on_ready: Callable[[Pipeline], None] | None) -> RunOutcome:
     owned = transport is None
     if transport is None:
-        from ..api import _open_libusb
-        transport = _open_libusb(libusb)
+        transport = open_usb(libusb)
     try:
         book = LedgerBook(ledger, profile, host=socket.gethostname(), station=station,
                           reprovision=options.reprovision, eeprom=checked.eeprom)
