@@ -16,10 +16,10 @@ from typing import Iterator
 
 from .errors import LedgerError
 
-BUSY_TIMEOUT = 30.0          # seconds a writer waits for another process's transaction
+BUSY_TIMEOUT = 30.0          # seconds a statement waits for another process's lock
 # SQLite's own busy handler backs off to 100 ms sleeps, so a process writing back to back can
-# starve another for the whole burst; writers instead retry BEGIN IMMEDIATE every ~1 ms.
-HANDLER_TIMEOUT = 0.005
+# starve another for the whole burst; BEGIN IMMEDIATE instead runs without the handler and is
+# retried about every millisecond (the handler still serves every other statement).
 MIN_VERSION = (3, 35, 0)     # UPDATE/INSERT ... RETURNING
 
 
@@ -47,7 +47,7 @@ class SQLiteBackend:
             if path.is_dir():
                 raise LedgerError(f"ledger {path} is a directory, not a ledger file")
             path.parent.mkdir(parents=True, exist_ok=True)
-            connection = sqlite3.connect(path, timeout=HANDLER_TIMEOUT, isolation_level=None,
+            connection = sqlite3.connect(path, timeout=BUSY_TIMEOUT, isolation_level=None,
                                          check_same_thread=False)
             connection.execute("PRAGMA journal_mode=WAL")
             connection.execute("PRAGMA foreign_keys=ON")
@@ -77,14 +77,18 @@ class SQLiteBackend:
     @staticmethod
     def _begin_immediate(cursor: sqlite3.Cursor) -> None:
         deadline = time.monotonic() + BUSY_TIMEOUT
-        while True:
-            try:
-                cursor.execute("BEGIN IMMEDIATE")
-                return
-            except sqlite3.OperationalError as exc:
-                if "locked" not in str(exc) or time.monotonic() > deadline:
-                    raise
-            time.sleep(random.uniform(0.0005, 0.002))
+        cursor.execute("PRAGMA busy_timeout = 0")
+        try:
+            while True:
+                try:
+                    cursor.execute("BEGIN IMMEDIATE")
+                    return
+                except sqlite3.OperationalError as exc:
+                    if "locked" not in str(exc) or time.monotonic() > deadline:
+                        raise
+                time.sleep(random.uniform(0.0005, 0.002))
+        finally:
+            cursor.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT * 1000)}")
 
     def sql(self, query: str) -> str:
         return query
