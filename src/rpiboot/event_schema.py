@@ -19,6 +19,7 @@ COMMON = {"event": "str", "time": "number"}
 DEVICE_SUMMARY = {
     "port": "str", "chip": "str", "serial": "str?", "stages": "list", "files": "int",
     "bytes": "int", "seconds": "number", "result": "str", "error": "str?", "final": "dict?",
+    "board": "dict?",
 }
 """One device in ``summary.devices`` (and the fields of ``device_done``, without ``port``)."""
 

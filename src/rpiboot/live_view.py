@@ -17,9 +17,10 @@ from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
+from .board_info import describe
 from .events import Event
 from .manager import WAITING_LINE
-from .output import (block_device_paths, failure_line, final_text, for_display, ignored_line,
+from .output import (block_device_paths, board_line, failure_line, final_text, for_display, ignored_line,
                      metadata_json_text, metadata_line, notice_lines)
 
 
@@ -211,7 +212,7 @@ class LiveView:
         row.result, row.style = "ok", "green"
         row.serial = item.data.get("serial") or row.serial
         row.stage = "done"
-        return []
+        return board_line(item.port, item.data.get("board")) if self.verbose else []
 
     def _device_failed(self, row: _Row, item: Event) -> list[str]:
         row.result, row.style = f"failed: {item.data['code']}", "bold red"
@@ -273,6 +274,7 @@ class LiveView:
             ok = device["result"] == "ok"
             result = device["result"] + (f" ({device['error']})" if device.get("error") else "")
             result += final_text(device.get("final"), arrow="→")
+            result += f" [{describe(device['board'])}]" if device.get("board") else ""
             cells = (device["port"], device["serial"] or "-", device["chip"],
                      "+".join(device["stages"]), str(device["files"]),
                      human_bytes(device["bytes"]), f"{device['seconds']:.2f} s")
