@@ -26,7 +26,7 @@ import sys
 from . import __version__
 from .errors import BootDirectoryError, UsbUnavailableError
 from .events import Event, EventSink, event
-from .file_source import check_boot_directory
+from .file_source import check_boot_directory, check_default_directories
 from .manager import DeviceManager, RunResult
 from .options import BootOptions
 from .transport import Transport, UsbUnavailable
@@ -55,6 +55,8 @@ def boot(options: BootOptions | None = None, *, on_event: EventSink | None = Non
     emit = _guarded(on_event)
     if options.directory is not None:
         check_boot_directory(options.directory, signed=options.signed)
+    else:
+        check_default_directories()
     if options.metadata_dir is not None and not options.metadata_dir.is_dir():
         raise BootDirectoryError(f"metadata directory '{options.metadata_dir}' does not exist")
     owned = transport is None

@@ -137,6 +137,9 @@ def _add_timing_options(ours: argparse._ArgumentGroup) -> None:
                       help="bytes per bulk transfer (default 262144; upstream sends 16384)")
     ours.add_argument("--demo", action="store_true",
                       help="boot built-in virtual Raspberry Pis from a demo directory")
+    ours.add_argument("--fetch-boot-files", nargs="?", const="", metavar="DIR",
+                      help="download usbboot's boot directories (pinned, checked) into DIR "
+                           "(default: the user data directory, where plain rpiboot finds them)")
 
 
 def _normalise(argv: Sequence[str]) -> list[str]:
@@ -179,7 +182,8 @@ def _check_conflicts(parser: argparse.ArgumentParser, args: argparse.Namespace) 
     if not 512 <= args.chunk_size <= 16 * 1024 * 1024:
         parser.error("--chunk-size must be 512 to 16777216 bytes")
     actions = [name for name in ("list", "udev_rule", "install_udev_rule", "demo")
-               if getattr(args, name)]
+               if getattr(args, name)] + (["fetch_boot_files"]
+                                          if args.fetch_boot_files is not None else [])
     if len(actions) > 1 and actions != ["list", "demo"]:
         parser.error(" and ".join("--" + name.replace("_", "-") for name in actions)
                      + " exclude each other")
@@ -219,6 +223,8 @@ def main(argv: Sequence[str] | None = None, *, transport: "Transport | None" = N
             return _udev(args)
         if args.list:
             return _list(args, transport)
+        if args.fetch_boot_files is not None:
+            return _fetch_boot_files(args.fetch_boot_files)
         return _boot(args, options, transport)
     except RpibootError as error:
         return _report_error(error, args)
@@ -299,6 +305,12 @@ def _list(args: argparse.Namespace, transport: "Transport | None") -> int:
     else:
         for line in format_table(devices):
             print(line)
+    return ExitCode.OK
+
+
+def _fetch_boot_files(directory: str) -> int:
+    from .boot_files import fetch_boot_files, text_progress
+    fetch_boot_files(Path(directory) if directory else None, progress=text_progress())
     return ExitCode.OK
 
 

@@ -69,7 +69,7 @@ OPTIONAL_FIELDS: dict[str, set[str]] = {
 ERROR_CODES = {
     "usage": 2, "boot_directory": 3, "no_device": 4, "transfer": 5, "device_gone": 5,
     "stalled": 5, "protocol": 5, "follow_timeout": 5, "refused": 6, "permission": 7,
-    "usb_unavailable": 8, "interrupted": 130, "error": 5,
+    "usb_unavailable": 8, "interrupted": 130, "error": 5, "download": 3,
 }
 """Every stable ``code`` of ``error`` / ``device_failed`` / summary ``error`` and its exit status."""
 
