@@ -88,7 +88,7 @@ def test_permission_error_points_to_the_udev_rule(capsys) -> None:
     # the hint for the platform the test runs on, in full
     assert "rpiboot: error: 1-1: " in err and access_hint(sys.platform) in err
     if sys.platform.startswith("linux"):
-        assert "run 'rpiboot --udev-rule' to see a udev rule" in err
+        assert "rpiboot --udev-rule' to see a udev rule" in err  # 'rpiboot' or its full path
 
 
 def test_several_devices_worst_wins_and_summary_names_each(capsys) -> None:

@@ -262,8 +262,8 @@ def _udev(args: argparse.Namespace) -> int:
     from . import udev
     if args.udev_rule:
         sys.stdout.write(udev.udev_rule(args.group))
-        print(f"# Install: rpiboot --udev-rule | sudo tee {udev.RULES_PATH} && sudo udevadm "
-              f"control --reload-rules && sudo udevadm trigger", file=sys.stderr)
+        print(f"# Install: {udev.own_command()} --udev-rule | sudo tee {udev.RULES_PATH} && sudo "
+              f"udevadm control --reload-rules && sudo udevadm trigger", file=sys.stderr)
         return ExitCode.OK
     confirm = None if args.yes else _ask
     udev.install_udev_rule(args.group, confirm=confirm)
