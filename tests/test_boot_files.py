@@ -218,3 +218,11 @@ def test_real_recovery_directory_gets_its_pieeprom(tmp_path: Path, monkeypatch) 
     assert (recovery / "pieeprom.bin").stat().st_size == image.stat().st_size
     assert (recovery / "pieeprom.sig").read_text().splitlines()[0] == hashlib.sha256(
         (recovery / "pieeprom.bin").read_bytes()).hexdigest()
+
+
+def test_destination_that_is_a_file_is_one_error_line(
+        small_list, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "occupied").write_text("not a directory")
+    assert cli.main(["--fetch-boot-files", str(tmp_path / "occupied")]) == 3
+    err = capsys.readouterr().err.splitlines()
+    assert len([line for line in err if "error" in line]) == 1 and "Traceback" not in "".join(err)

@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Callable, TextIO
 
 from .download import PinnedFile, Progress, fetch_all, read_manifest, verify_all
+from .errors import DownloadError
 
 DIRECTORIES = ("mass-storage-gadget64", "msd", "recovery", "recovery5")
 DATA_DIR_VARIABLE = "RPIBOOT_DATA_DIR"
@@ -62,17 +63,12 @@ def fetch_boot_files(destination: Path | None = None, *, base: str | None = None
     """Download every pinned boot directory into ``destination`` (default: the user data
     directory); returns the directory. Raises :class:`~rpiboot.download.DownloadError`."""
     root = destination if destination is not None else user_data_dir()
-    files = pinned_files()
-    wanted = [pinned for pinned in files if pinned.file.split("/")[0] in DIRECTORIES]
+    wanted = [pinned for pinned in pinned_files() if pinned.file.split("/")[0] in DIRECTORIES]
     missing = set(verify_all(wanted, root))
-    staging = root / STAGING
-    fetch_all([p for p in wanted if p.file in missing], staging, base=base, progress=progress)
-    for pinned in wanted:
-        if pinned.file in missing:
-            target = root.joinpath(*pinned.file.split("/"))
-            target.parent.mkdir(parents=True, exist_ok=True)
-            os.replace(staging.joinpath(*pinned.file.split("/")), target)
-    shutil.rmtree(staging, ignore_errors=True)
+    try:
+        _install([pinned for pinned in wanted if pinned.file in missing], root, base, progress)
+    except OSError as error:
+        raise DownloadError(f"cannot write the boot files into {root}: {error}") from None
     for name in DIRECTORIES:
         fetched = any(file.startswith(name + "/") for file in missing)
         say(f"{root / name}: {'downloaded' if fetched else 'up to date'}")
@@ -81,10 +77,24 @@ def fetch_boot_files(destination: Path | None = None, *, base: str | None = None
     return root
 
 
+def _install(files: list[PinnedFile], root: Path, base: str | None,
+             progress: Progress | None) -> None:
+    """Download into the staging directory; move into place only once every file matched."""
+    staging = root / STAGING
+    fetch_all(files, staging, base=base, progress=progress)
+    for pinned in files:
+        target = root.joinpath(*pinned.file.split("/"))
+        target.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(staging.joinpath(*pinned.file.split("/")), target)
+    shutil.rmtree(staging, ignore_errors=True)
+
+
 def _make_pieeprom(directory: Path, say: Callable[[str], None]) -> None:
     """pieeprom.bin/.sig from pieeprom.original.bin and boot.conf, unless they are newer."""
     image, config = directory / "pieeprom.bin", directory / "boot.conf"
     original = directory / "pieeprom.original.bin"
+    if not (original.is_file() and config.is_file()):
+        return
     if image.is_file() and image.stat().st_mtime >= max(original.stat().st_mtime,
                                                          config.stat().st_mtime):
         return
