@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
 """Fetch the upstream files some tests compare against (real Raspberry Pi firmware, EEPROM images,
-usbboot configuration), each checked against the sha256 pinned in tests/fixtures/upstream-manifest.tsv.
+usbboot configuration), each checked against the sha256 pinned in
+tests/fixtures/upstream-manifest.tsv.
 
     python3 scripts/fetch_fixtures.py [DIR] [--base-url URL] [--manifest FILE]
 

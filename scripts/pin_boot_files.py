@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Regenerate src/rpiboot/boot_files.tsv, the pinned list `rpiboot --fetch-boot-files` downloads.
 
-    python3 scripts/pin_boot_files.py USBBOOT_GIT_DIR RPI_EEPROM_GIT_DIR [COMMIT] > src/rpiboot/boot_files.tsv
+    python3 scripts/pin_boot_files.py USBBOOT_GIT EEPROM_GIT [COMMIT] > src/rpiboot/boot_files.tsv
 
 Reads the two repositories with git (no work tree needed): the usbboot tree at COMMIT (default
 HEAD), following its symbolic links (also into the rpi-eeprom submodule, at the commit usbboot pins

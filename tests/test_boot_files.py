@@ -17,7 +17,7 @@ from rpiboot.errors import DownloadError
 from rpiboot.simulator import typical_pi
 from rpiboot.simulator.in_process import VirtualBus
 
-from engine_support import FIXTURES, content, fast_options, run_boot, run_cli
+from engine_support import FIXTURES, content, run_cli
 from http_support import ServerState
 
 COMMIT = "0123456789abcdef0123456789abcdef01234567"

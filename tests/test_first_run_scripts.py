@@ -30,7 +30,7 @@ if [ "$1 $2" = "-m venv" ]; then
     exit 0
   fi
   mkdir -p "$3"
-  echo "The virtual environment was not created successfully because ensurepip is not available." >&2
+  echo "The virtual environment was not created successfully: ensurepip is not available." >&2
   exit 1
 fi
 exec "$BASE_PYTHON" "$@"
@@ -78,7 +78,8 @@ def test_missing_venv_support_is_installed_then_the_package_goes_into_the_venv(
     venv_python = checkout / ".venv" / "bin" / "python"
     assert done.stdout.strip() == str(venv_python)
     log = (tmp_path / "fake" / "log").read_text().splitlines()
-    version = subprocess.run([BASE_PYTHON, "-c", "import sys; print('%d.%d' % sys.version_info[:2])"],
+    version = subprocess.run([BASE_PYTHON, "-c",
+                              "import sys; print('%d.%d' % sys.version_info[:2])"],
                              capture_output=True, text=True, check=True).stdout.strip()
     assert f"apt-get install -y -qq python{version}-venv" in log
     assert log[-1] == ("venv-python -m pip install -q --disable-pip-version-check -e .[test]")

@@ -51,7 +51,8 @@ def test_run_timeout_without_device_is_4() -> None:
 
 def test_libusb_not_loadable_is_8(tmp_path, capsys) -> None:
     (tmp_path / "bootcode.bin").write_bytes(b"second stage")  # a boot directory is checked first
-    code = cli.main(["--plain", "-d", str(tmp_path), "--libusb", str(tmp_path / "libusb-missing.so")])
+    code = cli.main(["--plain", "-d", str(tmp_path),
+                     "--libusb", str(tmp_path / "libusb-missing.so")])
     assert code == ExitCode.USB_UNAVAILABLE == 8
     err = capsys.readouterr().err
     assert "cannot load libusb" in err and "install" in err

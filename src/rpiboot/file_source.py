@@ -220,7 +220,8 @@ def _has_second_stage(directory: Path, target: Target) -> bool:
 USBBOOT_CLONE = ("git clone --depth=1 --recurse-submodules --shallow-submodules "
                  "https://github.com/raspberrypi/usbboot")
 _LINK_TEXT = re.compile(rb"(?:\.{1,2}/|/)[^\s\x00]{1,1000}")
-"""What a symbolic link checked out as a plain file holds: a path (git writes it without a newline)."""
+"""What a symbolic link checked out as a plain file holds: a path, with no newline (as git
+writes it)."""
 _LINK_TEXT_MAX = 1024
 
 

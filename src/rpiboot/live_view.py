@@ -20,8 +20,8 @@ from rich.text import Text
 from .board_info import describe
 from .events import Event
 from .manager import WAITING_LINE
-from .output import (block_device_paths, board_line, failure_line, final_text, for_display, ignored_line,
-                     metadata_json_text, metadata_line, notice_lines)
+from .output import (block_device_paths, board_line, failure_line, final_text, for_display,
+                     ignored_line, metadata_json_text, metadata_line, notice_lines)
 
 
 def human_bytes(count: float) -> str:
