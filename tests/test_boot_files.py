@@ -5,6 +5,7 @@ finding what it fetched, and the start-up refusal when nothing is installed."""
 from __future__ import annotations
 
 import hashlib
+import os
 import re
 from pathlib import Path
 
@@ -226,3 +227,19 @@ def test_destination_that_is_a_file_is_one_error_line(
     assert cli.main(["--fetch-boot-files", str(tmp_path / "occupied")]) == 3
     err = capsys.readouterr().err.splitlines()
     assert len([line for line in err if "error" in line]) == 1 and "Traceback" not in "".join(err)
+
+
+def test_sudo_also_looks_in_the_invoking_users_data_directory(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("RPIBOOT_DATA_DIR", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path / "root"))
+    monkeypatch.setenv("SUDO_USER", "pi")
+    monkeypatch.setattr(boot_files.os, "geteuid", lambda: 0)
+    real = os.path.expanduser
+    monkeypatch.setattr(boot_files.os.path, "expanduser",
+                        lambda text: str(tmp_path / "home" / "pi") if text == "~pi" else real(text))
+    places = boot_files.user_data_dirs()
+    assert places[0] == boot_files.user_data_dir()
+    assert places[1:] == [tmp_path / "home" / "pi" / places[0].relative_to(tmp_path / "root")]
+    monkeypatch.setattr(boot_files.os, "geteuid", lambda: 1000)
+    assert boot_files.user_data_dirs() == places[:1]

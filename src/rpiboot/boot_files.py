@@ -52,6 +52,25 @@ def user_data_dir() -> Path:
     return platformdirs.user_data_path("rpiboot", appauthor=False)
 
 
+def user_data_dirs() -> list[Path]:
+    """Where plain rpiboot looks for fetched boot directories: :func:`user_data_dir`, and under
+    ``sudo`` also the invoking user's (sudo resets HOME, so `rpiboot --fetch-boot-files` then
+    `sudo rpiboot` still finds the files)."""
+    own = user_data_dir()
+    places = [own]
+    sudo_user = os.environ.get("SUDO_USER")
+    if sudo_user and hasattr(os, "geteuid") and os.geteuid() == 0 and \
+            DATA_DIR_VARIABLE not in os.environ:
+        try:
+            relative = own.relative_to(Path.home())
+        except (ValueError, RuntimeError):
+            return places
+        home = Path(os.path.expanduser(f"~{sudo_user}"))
+        if home.is_absolute() and home / relative != own:
+            places.append(home / relative)
+    return places
+
+
 def pinned_files() -> list[PinnedFile]:
     with resources.as_file(resources.files(__package__) / "boot_files.tsv") as path:
         return read_manifest(path)

@@ -173,8 +173,8 @@ INSTALL_PREFIXES = (Path(sys.prefix), Path("/usr/local"), Path("/usr"), Path("/o
 def default_directory_candidates(target: Target) -> list[Path]:
     """Where to look when no -d is given: the user data directory (``rpiboot
     --fetch-boot-files``), <prefix>/share/rpiboot/<dir>, then ./<dir>."""
-    from .boot_files import user_data_dir
-    seen: list[Path] = [user_data_dir() / target.default_directory]
+    from .boot_files import user_data_dirs
+    seen: list[Path] = [place / target.default_directory for place in user_data_dirs()]
     for prefix in INSTALL_PREFIXES:
         candidate = prefix / "share" / "rpiboot" / target.default_directory
         if candidate not in seen:
