@@ -6,7 +6,6 @@ Exit statuses are listed in :class:`rpiboot.errors.ExitCode` and the README.
 from __future__ import annotations
 
 import argparse
-import re
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Sequence
@@ -18,10 +17,9 @@ if TYPE_CHECKING:
 from . import __version__
 from .errors import ExitCode, RpibootError, UsageError
 from .events import EventSink
+from .option_checks import check_conflicts, check_numbers, normalise
 from .options import BootOptions
 from .output import JsonReporter, PlainReporter
-
-_PORT_FLAG = re.compile(r"^-(\d+)$")
 
 DESCRIPTION = """\
 Boot a Raspberry Pi in USB device mode, either straight into a mass storage device or from the
@@ -139,19 +137,11 @@ def _add_timing_options(ours: argparse._ArgumentGroup) -> None:
                       help="boot built-in virtual Raspberry Pis from a demo directory")
 
 
-def _normalise(argv: Sequence[str]) -> list[str]:
-    """Upstream's -0 ... -98 become --port N."""
-    result: list[str] = []
-    for argument in argv:
-        match = _PORT_FLAG.match(argument)
-        result += ["--port", match.group(1)] if match else [argument]
-    return result
-
-
 def parse_options(argv: Sequence[str]) -> tuple[argparse.Namespace, BootOptions]:
     parser = build_parser()
-    args = parser.parse_args(_normalise(argv))
-    _check_conflicts(parser, args)
+    args = parser.parse_args(normalise(argv))
+    check_numbers(parser, args)
+    check_conflicts(parser, args)
     options = BootOptions(
         directory=args.directory, overlay=args.overlay, loop=args.loop, signed=args.signed,
         port_number=args.port_number, port_path=args.port_path, serial=args.serial,
@@ -163,31 +153,6 @@ def parse_options(argv: Sequence[str]) -> tuple[argparse.Namespace, BootOptions]
         reenumerate_timeout=args.reenumerate_timeout, stall_timeout=args.stall_timeout,
         follow=args.follow, chunk_size=args.chunk_size)
     return args, options
-
-
-def _check_conflicts(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
-    if args.overlay and args.directory is None:
-        parser.error("-o/--overlay needs -d DIR")
-    if args.port_number is not None and args.port_path is not None:
-        parser.error("a port number (-0 ... -98) and -p PATH exclude each other")
-    if args.port_number is not None and not 0 <= args.port_number <= 98:
-        parser.error("the port number must be 0 to 98")
-    if args.delay <= 0:
-        parser.error("-m needs a positive number of microseconds")
-    if args.retries < 1:
-        parser.error("--retries must be at least 1")
-    if not 512 <= args.chunk_size <= 16 * 1024 * 1024:
-        parser.error("--chunk-size must be 512 to 16777216 bytes")
-    actions = [name for name in ("list", "udev_rule", "install_udev_rule", "demo")
-               if getattr(args, name)]
-    if len(actions) > 1 and actions != ["list", "demo"]:
-        parser.error(" and ".join("--" + name.replace("_", "-") for name in actions)
-                     + " exclude each other")
-    for name in ("timeout", "run_timeout", "open_delay", "return_code_delay", "close_delay",
-                 "retry_delay", "reenumerate_timeout", "stall_timeout", "follow"):
-        value = getattr(args, name)
-        if value is not None and value < 0:
-            parser.error(f"--{name.replace('_', '-')} cannot be negative")
 
 
 def make_reporter(args: argparse.Namespace) -> EventSink:
