@@ -16,13 +16,14 @@ class ExitCode(enum.IntEnum):
     REFUSED = 6
     PERMISSION = 7
     USB_UNAVAILABLE = 8
+    DUPLICATE_SERIAL = 9
     INTERRUPTED = 130
 
 
 # Worst first: the order in which outcomes win when several devices end differently.
 _SEVERITY = [ExitCode.USB_UNAVAILABLE, ExitCode.PERMISSION, ExitCode.BOOT_DIRECTORY,
-             ExitCode.REFUSED, ExitCode.TRANSFER, ExitCode.NO_DEVICE, ExitCode.INTERRUPTED,
-             ExitCode.USAGE, ExitCode.OK]
+             ExitCode.REFUSED, ExitCode.TRANSFER, ExitCode.DUPLICATE_SERIAL, ExitCode.NO_DEVICE,
+             ExitCode.INTERRUPTED, ExitCode.USAGE, ExitCode.OK]
 
 
 def worst(codes: "list[ExitCode]") -> ExitCode:
@@ -92,3 +93,11 @@ class UsbUnavailableError(RpibootError):
 class Interrupted(RpibootError):
     code = "interrupted"
     exit_code = ExitCode.INTERRUPTED
+
+
+class DuplicateSerialWarning(RpibootError):
+    """-j DIR: a device reported the serial of another device's record (an impostor, or a
+    changed board); both records are kept, and the run's exit status says so."""
+
+    code = "duplicate_serial"
+    exit_code = ExitCode.DUPLICATE_SERIAL

@@ -19,6 +19,7 @@ COMMON = {"event": "str", "time": "number"}
 DEVICE_SUMMARY = {
     "port": "str", "chip": "str", "serial": "str?", "stages": "list", "files": "int",
     "bytes": "int", "seconds": "number", "result": "str", "error": "str?", "final": "dict?",
+    "warning": "str?",
 }
 """One device in ``summary.devices`` (and the fields of ``device_done``, without ``port``)."""
 
@@ -48,6 +49,7 @@ EVENT_SCHEMA: dict[str, dict[str, str]] = {
     "metadata": {"port": "str", "key": "str", "value": "str"},
     "metadata_json": {"port": "str", "json": "str"},
     "metadata_written": {"port": "str", "path": "str"},
+    "metadata_conflict": {"port": "str", "serial": "str?", "path": "str", "existing": "str"},
     "stage_done": {"port": "str", "stage": "str"},
     "device_done": {k: v for k, v in DEVICE_SUMMARY.items()},
     "device_failed": {"port": "str", "code": "str", "message": "str", "exit_code": "int"},
@@ -68,7 +70,7 @@ OPTIONAL_FIELDS: dict[str, set[str]] = {
 ERROR_CODES = {
     "usage": 2, "boot_directory": 3, "no_device": 4, "transfer": 5, "device_gone": 5,
     "stalled": 5, "protocol": 5, "follow_timeout": 5, "refused": 6, "permission": 7,
-    "usb_unavailable": 8, "interrupted": 130, "error": 5,
+    "usb_unavailable": 8, "duplicate_serial": 9, "interrupted": 130, "error": 5,
 }
 """Every stable ``code`` of ``error`` / ``device_failed`` / summary ``error`` and its exit status."""
 
@@ -117,7 +119,7 @@ def validate(item: dict[str, Any]) -> list[str]:
                 continue
             problems += _check_fields(f"summary.devices[{index}]", device, DEVICE_SUMMARY,
                                       set())
-    for name in ("code", "error"):
+    for name in ("code", "error", "warning"):
         code = item.get(name)
         if kind in ("error", "device_failed", "device_done") and isinstance(code, str) \
                 and code not in ERROR_CODES:

@@ -10,7 +10,7 @@ import time
 from typing import TYPE_CHECKING
 
 from . import protocol
-from .errors import ProtocolError, StalledError, TransferError
+from .errors import DuplicateSerialWarning, ProtocolError, StalledError, TransferError
 from .events import event
 from .file_source import BootFiles, OpenFile, refusal_reason
 from .link import Link, progress_reporter
@@ -178,11 +178,17 @@ class FileServer:
             self.session.emit(event("metadata_json", port, json=self.metadata.to_json()))
             return
         try:
-            path = self.metadata.write(self.options.metadata_dir, self.session.serial or port)
+            written = self.metadata.write(self.options.metadata_dir, self.session.serial or port)
         except OSError as error:
             self.session.emit(event("notice", port, message=f"Failed to create metadata file "
                                     f"in {self.options.metadata_dir}: {error}; writing to "
                                     f"stdout instead"))
             self.session.emit(event("metadata_json", port, json=self.metadata.to_json()))
             return
-        self.session.emit(event("metadata_written", port, path=str(path)))
+        if written.conflict is not None:
+            self.session.warn(DuplicateSerialWarning(
+                f"another device with serial {self.session.serial!r} has a different record "
+                f"in {written.conflict}; kept it and wrote this one to {written.path}"))
+            self.session.emit(event("metadata_conflict", port, serial=self.session.serial,
+                                    path=str(written.path), existing=str(written.conflict)))
+        self.session.emit(event("metadata_written", port, path=str(written.path)))

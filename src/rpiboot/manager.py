@@ -41,8 +41,7 @@ class RunResult:
     def exit_code(self) -> ExitCode:
         if self.final_exit_code is not None:
             return self.final_exit_code
-        codes = [ExitCode.OK if s.state is State.DONE else
-                 (s.error.exit_code if s.error else ExitCode.TRANSFER) for s in self.sessions]
+        codes = [session.exit_code for session in self.sessions]
         if self.error is not None:
             codes.append(self.error.exit_code)
         return worst(codes)

@@ -15,8 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import protocol
-from .errors import (BootDirectoryError, DeviceGoneError, PermissionDeniedError,
-                     RefusedError, RpibootError, StalledError, TransferError)
+from .errors import (BootDirectoryError, DeviceGoneError, ExitCode, PermissionDeniedError,
+                     ProtocolError, RefusedError, RpibootError, StalledError, TransferError)
 from .events import EventSink, event
 from .file_server import FileServer
 from .file_source import BootFiles, find_default_directory
@@ -62,6 +62,8 @@ class DeviceSession:
     finished: float | None = None
     left_rom_at: float | None = None
     error: RpibootError | None = None
+    warning: RpibootError | None = None
+    """Something the device did that the run's exit status reports although it completed."""
     directory: Path | None = None
     final: dict[str, object] | None = None
     """--follow: the USB function the device became (vendor/product, block devices)."""
@@ -88,6 +90,15 @@ class DeviceSession:
         self.emit(event("stage_done", self.port, stage="server"))
         details = {key: value for key, value in self.summary().items() if key != "port"}
         self.emit(event("device_done", self.port, **details))
+
+    def warn(self, warning: RpibootError) -> None:
+        self.warning = self.warning or warning
+
+    @property
+    def exit_code(self) -> ExitCode:
+        if self.state is State.DONE:
+            return self.warning.exit_code if self.warning else ExitCode.OK
+        return self.error.exit_code if self.error else ExitCode.TRANSFER
 
     def cancel(self, error: RpibootError) -> None:
         """Give up on the device from another thread (run time-out, Ctrl-C)."""
@@ -124,6 +135,7 @@ class DeviceSession:
                 "result": "ok" if self.state is State.DONE else
                 ("failed" if self.state is State.FAILED else self.state.value),
                 "error": None if self.error is None else self.error.code,
+                "warning": None if self.warning is None else self.warning.code,
                 "final": self.final}
 
     # --- one enumeration --------------------------------------------------------------------
@@ -196,6 +208,10 @@ class DeviceSession:
             raise BootDirectoryError(
                 f"Failed to open second stage bootloader ({name}) for {self.target.name} in "
                 f"'{self.directory}'")
+        if second_stage.size > protocol.MAX_SECOND_STAGE:
+            raise BootDirectoryError(
+                f"second stage {second_stage.origin} is {second_stage.size} bytes; the boot "
+                f"message can announce at most {protocol.MAX_SECOND_STAGE} (2 GiB - 1)")
         signature = self._rom_signature(files)
         self.emit(event("file_loaded", self.port, name=name, origin=second_stage.origin,
                         source=second_stage.kind, size=second_stage.size))
@@ -212,8 +228,11 @@ class DeviceSession:
             raise BootDirectoryError(f"cannot read {second_stage.origin}: {error}") from None
         self.bytes_sent += sent
         time.sleep(self.options.return_code_delay)
-        code = protocol.parse_return_code(
-            link.read(protocol.RETURN_CODE_SIZE, self.options.read_timeout))
+        raw = link.read(protocol.RETURN_CODE_SIZE, self.options.read_timeout)
+        if len(raw) != protocol.RETURN_CODE_SIZE:
+            raise ProtocolError(f"the boot ROM answered with a {len(raw)}-byte return code "
+                                f"instead of {protocol.RETURN_CODE_SIZE} bytes")
+        code = protocol.parse_return_code(raw)
         self.emit(event("second_stage_sent", self.port, name=name, size=sent,
                         return_code=code, seconds=round(time.monotonic() - began, 6)))
         if code != 0:

@@ -58,6 +58,8 @@ class RomStage:
     num_interfaces: int = 1
     serial: str | None = None
     """Serial string for the ROM enumeration; unknown on real ROMs, so none by default."""
+    return_code_size: int = 4
+    """Fault knob: bytes the ROM answers the return-code read with (a faulty ROM: fewer)."""
 
 
 @dataclass
@@ -395,7 +397,7 @@ class VirtualPi:
             self._violation(f"return code read after {kinds}")
             raise Stall("return code not ready")
         self._record("return_code_read", value=buffer_size)
-        answer = struct.pack("<i", stage.return_code)[:buffer_size]
+        answer = struct.pack("<i", stage.return_code)[:min(buffer_size, stage.return_code_size)]
         if stage.return_code == 0:
             self._next_stage()
         return answer
