@@ -127,3 +127,51 @@ def test_serial_starting_with_a_dash_gives_a_safe_file_name(boot_dir: Path,
     assert len(names) == 2
     assert not any(name.startswith("-") or name.split(".")[0].upper() == "CON"
                    for name in names)
+
+
+# --- re-enumeration glitches and false success ---------------------------------------------------
+
+def test_board_that_glitches_during_the_second_stage_is_retried(boot_dir: Path) -> None:
+    pi = typical_pi("2711", glitch_after_bytes=3000)
+    run = run_boot([pi], fast_options(boot_dir, retries=3))
+    assert run.exit_code == 0, [e.data for e in run.events.of("device_failed")]
+    retries = run.events.of("device_retrying")
+    assert len(retries) == 1 and retries[0].data["code"] == "device_gone"
+    assert retries[0].data["attempt"] == 2 and retries[0].data["attempts"] == 3
+    assert pi.files() and pi.violations == []
+    assert _session(run).summary()["stages"] == ["rom", "rom", "server"]
+
+
+def test_glitches_are_bounded_by_retries(boot_dir: Path) -> None:
+    pi = typical_pi("2711", glitch_after_bytes=3000, glitch_count=10)
+    run = run_boot([pi], fast_options(boot_dir, retries=3))
+    assert run.exit_code == 5
+    assert len(run.events.of("device_retrying")) == 2
+    assert _session(run).error.code == "device_gone"
+
+
+def test_board_that_leaves_and_does_not_come_back_fails_after_the_wait(boot_dir: Path) -> None:
+    pi = typical_pi("2711", unplug_after_bytes=3000)
+    run = run_boot([pi], fast_options(boot_dir, retries=3, reenumerate_timeout=0.3))
+    assert run.exit_code == 5
+    error = _session(run).error
+    assert error.code == "device_gone" and "did not come back within 0.3 s" in str(error)
+
+
+def test_file_server_that_glitches_before_asking_is_not_a_success(boot_dir: Path) -> None:
+    real = load("config.txt") + load("start4.elf") + [done()]
+    pi = VirtualPi("2711", stages=[RomStage(serial_index=3),
+                                   ServerStage([], leave_at_request=0),
+                                   ServerStage(real)])
+    run = run_boot([pi], fast_options(boot_dir))
+    assert run.exit_code == 0
+    assert sorted(pi.files()) == ["config.txt", "start4.elf"]
+    assert _session(run).summary()["files"] == 2
+
+
+def test_file_server_that_leaves_before_asking_and_never_returns_fails(boot_dir: Path) -> None:
+    pi = VirtualPi("2711", stages=[RomStage(serial_index=3), ServerStage([], leave_at_request=0)])
+    run = run_boot([pi], fast_options(boot_dir, reenumerate_timeout=0.3))
+    assert run.exit_code == 5
+    assert _session(run).error.code == "device_gone"
+    assert run.events.of("stage_done") == []

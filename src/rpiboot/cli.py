@@ -125,7 +125,9 @@ def _add_timing_options(ours: argparse._ArgumentGroup) -> None:
                       help="pause between retries (upstream: 1 s, forever; default 0.05, "
                            "bounded by --retries)")
     ours.add_argument("--retries", type=int, default=5, metavar="N",
-                      help="attempts for a failing open or request read (default 5)")
+                      help="attempts for a failing open or request read, and for a board that "
+                           "fails (leaves the bus, stalls) and comes back at its port within "
+                           "--reenumerate-timeout (default 5)")
     ours.add_argument("--reenumerate-timeout", type=float, default=10.0, metavar="SECONDS",
                       help="how long a device may take to come back after the second stage "
                            "(default 10)")

@@ -53,6 +53,8 @@ EVENT_SCHEMA: dict[str, dict[str, str]] = {
     "stage_done": {"port": "str", "stage": "str"},
     "device_done": {k: v for k, v in DEVICE_SUMMARY.items()},
     "device_failed": {"port": "str", "code": "str", "message": "str", "exit_code": "int"},
+    "device_retrying": {"port": "str", "code": "str", "message": "str", "attempt": "int",
+                        "attempts": "int", "wait": "number"},
     "device_followed": {"port": "str", "vendor_id": "int", "product_id": "int",
                         "usb_id": "str", "block_devices": "list", "seconds": "number"},
     # rpiboot --list --json

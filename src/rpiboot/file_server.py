@@ -21,6 +21,11 @@ if TYPE_CHECKING:
     from .session import DeviceSession
 
 
+class LeftBeforeAsking(Exception):
+    """A file server left the bus before sending a single request: not a finished stage
+    (a glitching board that comes back at once must still be served)."""
+
+
 class FileServer:
     """The file-server loop of one enumeration."""
 
@@ -31,6 +36,8 @@ class FileServer:
         self.files = files
         self.metadata = MetadataRecord()
         self.pending: OpenFile | None = None
+        self.asked = False
+        """Whether the device sent any request in this enumeration."""
         """The file the last GetFileSize opened, kept for the ReadFile that follows."""
 
     def serve(self) -> None:
@@ -47,11 +54,14 @@ class FileServer:
     def _serve_requests(self) -> None:
         while True:
             raw = self._next_message()
+            if raw is None and not self.asked:
+                raise LeftBeforeAsking()
             if raw is None:
                 self.session.emit(event("notice", self.session.port, message="device left the "
                                         "bus without a Done message; treating the stage as "
                                         "finished"))
                 return
+            self.asked = True
             if self._handle(protocol.parse_file_message(raw)):
                 return
 

@@ -13,7 +13,7 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable
 
-from .errors import (DeviceGoneError, ExitCode, Interrupted, NoDeviceError, RpibootError,
+from .errors import (ExitCode, Interrupted, NoDeviceError, RpibootError,
                      StalledError, worst)
 from .events import EventSink, event
 from .follow import Follower
@@ -118,7 +118,7 @@ class DeviceManager:
             return False
         session = self._by_port.get(port)
         continuing = session is not None and (
-            session.state is State.AWAITING_SERVER
+            session.waiting
             or (self.options.loop and session.state is State.DONE
                 and stage_of(ref.info) == "server"))
         if not continuing:
@@ -173,7 +173,7 @@ class DeviceManager:
 
     def _busy(self) -> bool:
         return (any(worker.is_alive() for worker in self._workers.values())
-                or any(s.state is State.AWAITING_SERVER for s in self.result.sessions)
+                or any(s.waiting for s in self.result.sessions)
                 or (self._follower is not None and self._follower.pending(self.result.sessions)))
 
     def _finishing(self) -> bool:
@@ -213,10 +213,9 @@ class DeviceManager:
     def _expire_waiting_sessions(self) -> None:
         limit = self.options.reenumerate_timeout
         for session in self.result.sessions:
-            if session.state is State.AWAITING_SERVER and session.left_rom_at is not None \
+            if session.waiting and session.left_rom_at is not None \
                     and time.monotonic() - session.left_rom_at > limit:
-                session.fail(DeviceGoneError(f"device did not come back within {limit:g} s "
-                                             f"after accepting the second stage"))
+                session.expire(limit)
 
     def _join_workers(self) -> None:
         """Wait for workers, within one deadline. A cancelled worker stops at its next

@@ -96,6 +96,11 @@ def stderr_lines(item: Event) -> list[str]:
     return []
 
 
+def retry_line(port: str | None, data: dict[str, Any]) -> str:
+    return (f"{port}: {data['message']}; waiting up to {data['wait']:g} s for it to come back "
+            f"(attempt {data['attempt']} of {data['attempts']})")
+
+
 def block_device_paths(names: list[str]) -> list[str]:
     return [f"/dev/{name}" for name in names]
 
@@ -196,6 +201,9 @@ class PlainReporter:
     def _notice(self, item: Event) -> list[str]:
         return notice_lines(item.port, item.data["message"], self.verbose)
 
+    def _device_retrying(self, item: Event) -> list[str]:
+        return [retry_line(item.port, item.data)]
+
     def _device_ignored(self, item: Event) -> list[str]:
         return [ignored_line(item.port, item.data["reason"])]
 
@@ -213,7 +221,7 @@ class PlainReporter:
         "waiting": _waiting, "device_arrived": _device_arrived, "stage_started": _stage_started,
         "file_loaded": _file_loaded, "second_stage_sent": _second_stage_sent,
         "file_requested": _file_requested, "file_served": _file_served, "metadata": _metadata,
-        "metadata_json": _metadata_json, "notice": _notice,
+        "metadata_json": _metadata_json, "notice": _notice, "device_retrying": _device_retrying,
         "device_ignored": _device_ignored, "device_followed": _device_followed,
         "summary": _summary,
     }

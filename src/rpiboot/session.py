@@ -18,7 +18,7 @@ from . import protocol
 from .errors import (BootDirectoryError, DeviceGoneError, ExitCode, PermissionDeniedError,
                      ProtocolError, RefusedError, RpibootError, StalledError, TransferError)
 from .events import EventSink, event
-from .file_server import FileServer
+from .file_server import FileServer, LeftBeforeAsking
 from .file_source import BootFiles, find_default_directory
 from .link import Link, close_quietly, progress_reporter
 from .options import BootOptions
@@ -33,9 +33,15 @@ ROM_SERIAL_INDEXES = (0, 3)
 class State(enum.Enum):
     ROM = "rom"
     AWAITING_SERVER = "awaiting_server"
+    RETRYING = "retrying"
+    """A transient failure; waiting (``--reenumerate-timeout``) for the board to come back."""
     SERVING = "serving"
     DONE = "done"
     FAILED = "failed"
+
+
+RETRYABLE = (DeviceGoneError, StalledError, TransferError)
+"""Failures a board can recover from by coming back at its port (a glitch, a reset)."""
 
 
 class Cancelled(Exception):
@@ -61,6 +67,12 @@ class DeviceSession:
     started: float = field(default_factory=time.monotonic)
     finished: float | None = None
     left_rom_at: float | None = None
+    """When the device last left the bus expecting to come back (second stage accepted, a
+    file server that left before asking, a retry)."""
+    retry_error: RpibootError | None = None
+    """While RETRYING or AWAITING_SERVER after a glitch: the failure reported if the board does
+    not come back."""
+    attempts: int = 1
     error: RpibootError | None = None
     warning: RpibootError | None = None
     """Something the device did that the run's exit status reports although it completed."""
@@ -74,6 +86,20 @@ class DeviceSession:
     @property
     def terminal(self) -> bool:
         return self.state in (State.DONE, State.FAILED)
+
+    @property
+    def waiting(self) -> bool:
+        """The board left the bus and is expected back at the same port."""
+        return self.state in (State.AWAITING_SERVER, State.RETRYING)
+
+    def expire(self, limit: float) -> None:
+        """Called by the manager: the board did not come back within ``limit`` seconds."""
+        if self.retry_error is not None:
+            self.fail(type(self.retry_error)(f"{self.retry_error} (it did not come back "
+                                             f"within {limit:g} s)"))
+        else:
+            self.fail(DeviceGoneError(f"device did not come back within {limit:g} s after "
+                                      f"accepting the second stage"))
 
     def fail(self, error: RpibootError, *, after_done: bool = False) -> None:
         """End the session as failed, unless it has already ended: the first outcome stands
@@ -160,16 +186,39 @@ class DeviceSession:
             time.sleep(self.options.close_delay)
         except Cancelled:
             pass  # already failed by whoever cancelled
+        except LeftBeforeAsking:
+            self._await_return(DeviceGoneError("the file server left the bus before asking "
+                                               "for anything"), State.AWAITING_SERVER)
         except RpibootError as error:
-            self.fail(error)
+            self._fail_or_retry(error)
         except DeviceGone as error:
-            self.fail(DeviceGoneError(f"device left the bus: {error}"))
+            self._fail_or_retry(DeviceGoneError(f"device left the bus: {error}"))
         except TransferTimeout as error:
-            self.fail(StalledError(f"device stopped answering: {error}"))
+            self._fail_or_retry(StalledError(f"device stopped answering: {error}"))
         except UsbError as error:
-            self.fail(TransferError(f"USB transfer failed: {error}"))
+            self._fail_or_retry(TransferError(f"USB transfer failed: {error}"))
         except Exception as error:  # a bug must end this device's session, not the whole run
             self.fail(RpibootError(f"internal error: {type(error).__name__}: {error}"))
+
+    def _fail_or_retry(self, error: RpibootError) -> None:
+        """A transient failure with attempts left waits for the board to come back at its port
+        (upstream retries a board that resets; ``--retries`` bounds it here)."""
+        if not isinstance(error, RETRYABLE) or self.attempts >= self.options.retries:
+            self.fail(error)
+            return
+        self.attempts += 1
+        if self._await_return(error, State.RETRYING):
+            self.emit(event("device_retrying", self.port, code=error.code, message=str(error),
+                            attempt=self.attempts, attempts=self.options.retries,
+                            wait=self.options.reenumerate_timeout))
+
+    def _await_return(self, error: RpibootError, state: State) -> bool:
+        with self._lock:
+            if self.terminal or self.cancelled.is_set():
+                return False
+            self.state, self.retry_error = state, error
+            self.left_rom_at = time.monotonic()
+            return True
 
     def boot_files(self) -> BootFiles:
         if self.directory is None:
@@ -238,7 +287,10 @@ class DeviceSession:
         if code != 0:
             raise RefusedError(f"device refused the second stage {name}: return code "
                                f"{code & 0xFFFFFFFF:#x}")
-        self.state, self.left_rom_at = State.AWAITING_SERVER, time.monotonic()
+        with self._lock:
+            if not self.terminal:
+                self.state, self.left_rom_at = State.AWAITING_SERVER, time.monotonic()
+                self.retry_error = None
 
     def _rom_signature(self, files: BootFiles) -> bytes:
         if not (self.options.signed and self.target.rom_signature_from_file):
