@@ -14,7 +14,7 @@ if TYPE_CHECKING:
     from typing import NoReturn
     from .transport import Transport
 
-from . import __version__
+from . import __version__, stop_signals
 from .errors import ExitCode, RpibootError, UsageError
 from .events import EventSink
 from .option_checks import check_conflicts, check_numbers, normalise
@@ -29,8 +29,9 @@ boot files in a directory. To flash the default bootloader EEPROM of a Compute M
 EXIT_STATUS_HELP = """\
 exit status: 0 every device completed; 2 usage; 3 boot directory problem; 4 no device within
 --timeout; 5 transfer or protocol failure (also --follow timeout); 6 device refused the second
-stage; 7 permission denied; 8 libusb not loadable; 130 interrupted. With several devices the
-worst one wins. The --json events are described in docs/events.md."""
+stage; 7 permission denied; 8 libusb not loadable; 9 -j DIR met two different records for one
+serial; 130 Ctrl-C, 143 SIGTERM, 129 SIGHUP (the summary is still printed). With several
+devices the worst one wins. The --json events are described in docs/events.md."""
 
 
 class _Parser(argparse.ArgumentParser):
@@ -181,6 +182,7 @@ def main(argv: Sequence[str] | None = None, *, transport: "Transport | None" = N
     if args.version:
         print(f"RPIBOOT: pkg-version {__version__} (rpiboot for Python)")
         return ExitCode.OK
+    restore_signals = stop_signals.install()
     try:
         if args.udev_rule or args.install_udev_rule:
             return _udev(args)
@@ -189,9 +191,10 @@ def main(argv: Sequence[str] | None = None, *, transport: "Transport | None" = N
         return _boot(args, options, transport)
     except RpibootError as error:
         return _report_error(error, args)
-    except KeyboardInterrupt:
-        return ExitCode.INTERRUPTED
+    except KeyboardInterrupt as stop:
+        return _report_error(stop_signals.interruption(stop), args)
     finally:
+        restore_signals()
         _silence_closed_stdout()
 
 

@@ -72,7 +72,8 @@ OPTIONAL_FIELDS: dict[str, set[str]] = {
 ERROR_CODES = {
     "usage": 2, "boot_directory": 3, "no_device": 4, "transfer": 5, "device_gone": 5,
     "stalled": 5, "protocol": 5, "follow_timeout": 5, "refused": 6, "permission": 7,
-    "usb_unavailable": 8, "duplicate_serial": 9, "interrupted": 130, "error": 5,
+    "usb_unavailable": 8, "duplicate_serial": 9, "interrupted": 130, "terminated": 143,
+    "hangup": 129, "error": 5,
 }
 """Every stable ``code`` of ``error`` / ``device_failed`` / summary ``error`` and its exit status."""
 

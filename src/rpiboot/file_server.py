@@ -161,7 +161,6 @@ class FileServer:
             except OSError as error:
                 raise TransferError(f"cannot read {opened.resolved.origin}: {error}") from None
         self.session.files_served += 1
-        self.session.bytes_sent += sent
         self.session.emit(event("file_served", port, name=name, size=sent,
                                 seconds=round(time.monotonic() - began, 6)))
 

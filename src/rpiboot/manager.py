@@ -13,12 +13,13 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable
 
-from .errors import (ExitCode, Interrupted, NoDeviceError, RpibootError,
+from .errors import (ExitCode, NoDeviceError, RpibootError,
                      StalledError, worst)
 from .events import EventSink, event
 from .follow import Follower
 from .options import BootOptions
 from .session import DeviceSession, State, stage_of
+from .stop_signals import interruption
 from .targets import Target, target_for
 from .transport import AccessDenied, DeviceRef, Transport, UsbError, read_serial_number
 
@@ -69,9 +70,9 @@ class DeviceManager:
                 self._scan()
                 self._expire_waiting_sessions()
                 self.transport.wait_for_change(self.options.poll_interval)
-        except KeyboardInterrupt:
-            self.result.error = Interrupted("interrupted")
-            self._abandon_in_flight(lambda: Interrupted("interrupted before it finished"))
+        except KeyboardInterrupt as stop:
+            self.result.error = interruption(stop)
+            self._abandon_in_flight(lambda: interruption(stop, "interrupted before it finished"))
         self._join_workers()
         self.result.final_exit_code = self.result.exit_code
         self.emit(event("summary", devices=[s.summary() for s in self.result.sessions],

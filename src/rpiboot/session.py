@@ -175,7 +175,8 @@ class DeviceSession:
             files = self.boot_files()  # a missing boot directory fails before the device is opened
             handle = self._open(ref)
             try:
-                link = Link.for_device(handle, ref.info, self.options, self.check_cancelled)
+                link = Link.for_device(handle, ref.info, self.options, self.check_cancelled,
+                                       self._count_sent)
                 if stage == "rom":
                     self._boot_rom(link, files)
                 else:
@@ -199,6 +200,10 @@ class DeviceSession:
             self._fail_or_retry(TransferError(f"USB transfer failed: {error}"))
         except Exception as error:  # a bug must end this device's session, not the whole run
             self.fail(RpibootError(f"internal error: {type(error).__name__}: {error}"))
+
+    def _count_sent(self, count: int) -> None:
+        with self._lock:
+            self.bytes_sent += count
 
     def _fail_or_retry(self, error: RpibootError) -> None:
         """A transient failure with attempts left waits for the board to come back at its port
@@ -268,14 +273,13 @@ class DeviceSession:
                         file=name))
         began = time.monotonic()
         message = protocol.boot_message(second_stage.size, signature)
-        link.write(len(message), [message])
+        link.write(len(message), [message], counted=False)
         try:
             sent = link.write(second_stage.size, second_stage.chunks(self.options.chunk_size),
                               progress_reporter(self.emit, self.port, name,
                                                 second_stage.size, began))
         except OSError as error:
             raise BootDirectoryError(f"cannot read {second_stage.origin}: {error}") from None
-        self.bytes_sent += sent
         time.sleep(self.options.return_code_delay)
         raw = link.read(protocol.RETURN_CODE_SIZE, self.options.read_timeout)
         if len(raw) != protocol.RETURN_CODE_SIZE:
