@@ -19,7 +19,7 @@ from .errors import ExitCode, RpibootError, UsageError
 from .events import EventSink
 from .option_checks import check_conflicts, check_numbers, normalise
 from .options import BootOptions
-from .output import JsonReporter, PlainReporter
+from .output import JsonReporter, PlainReporter, banner
 
 DESCRIPTION = """\
 Boot a Raspberry Pi in USB device mode, either straight into a mass storage device or from the
@@ -180,7 +180,7 @@ def main(argv: Sequence[str] | None = None, *, transport: "Transport | None" = N
     arguments = list(sys.argv[1:] if argv is None else argv)
     args, options = parse_options(arguments)
     if args.version:
-        print(f"RPIBOOT: pkg-version {__version__} (rpiboot for Python)")
+        print(banner(__version__))
         return ExitCode.OK
     restore_signals = stop_signals.install()
     try:

@@ -27,13 +27,13 @@ EVENT_SCHEMA: dict[str, dict[str, str]] = {
     # the run
     "start": {"version": "str", "directory": "str?"},
     "waiting": {"message": "str"},
-    "summary": {"devices": "list", "exit_code": "int"},
+    "summary": {"devices": "list", "ignored": "list", "exit_code": "int"},
     "error": {"code": "str", "message": "str", "exit_code": "int"},
     "notice": {"port": "str", "message": "str"},
     # one device
     "device_arrived": {"port": "str", "chip": "str", "stage": "str", "serial_index": "int",
                        "bus": "int", "address": "int", "speed": "str", "interfaces": "int"},
-    "device_ignored": {"port": "str", "reason": "str"},
+    "device_ignored": {"port": "str", "chip": "str", "reason": "str"},
     "stage_started": {"port": "str", "stage": "str", "chip": "str", "file": "str",
                       "serial": "str?"},
     "file_loaded": {"port": "str", "name": "str", "origin": "str", "source": "str",

@@ -65,6 +65,11 @@ def notice_lines(port: str | None, message: str, verbose: int) -> list[str]:
     return [f"{port}: {message}"] if verbose else []
 
 
+def banner(version: str) -> str:
+    """The first line of a run, as upstream's version line begins."""
+    return f"RPIBOOT: pkg-version {version} (rpiboot for Python)"
+
+
 def ignored_line(port: str | None, reason: str) -> str:
     return f"{port}: ignored ({reason})"
 
@@ -154,6 +159,9 @@ class PlainReporter:
             return [template.format(**item.data)], []
         return (formatter(self, item) if formatter is not None else []), []
 
+    def _start(self, item: Event) -> list[str]:
+        return [banner(item.data["version"]), ""]
+
     def _waiting(self, item: Event) -> list[str]:
         return [item.data["message"], ""]
 
@@ -218,7 +226,7 @@ class PlainReporter:
         return ["", "Summary:"] + [_summary_line(device) for device in devices]
 
     _FORMATTERS: dict[str, Callable[[PlainReporter, Event], list[str]]] = {
-        "waiting": _waiting, "device_arrived": _device_arrived, "stage_started": _stage_started,
+        "start": _start, "waiting": _waiting, "device_arrived": _device_arrived, "stage_started": _stage_started,
         "file_loaded": _file_loaded, "second_stage_sent": _second_stage_sent,
         "file_requested": _file_requested, "file_served": _file_served, "metadata": _metadata,
         "metadata_json": _metadata_json, "notice": _notice, "device_retrying": _device_retrying,
