@@ -96,6 +96,12 @@ def refusal_reason(name: str) -> str | None:
     return None
 
 
+def names_a_directory(name: str) -> bool:
+    """'config.txt/' and 'config.txt/.' can only name directories: upstream's fopen fails on
+    them, so they are missing (pathlib would quietly drop the trailing part)."""
+    return name.endswith("/") or name.endswith("/.") or name in ("", ".")
+
+
 class BootFiles:
     """The file resolver for one device: a boot directory seen through one chip's eyes."""
 
@@ -108,7 +114,7 @@ class BootFiles:
 
     def resolve(self, name: str) -> ResolvedFile | None:
         """The file a device asked for, or None if it is missing or refused."""
-        if refusal_reason(name) is not None:
+        if refusal_reason(name) is not None or names_a_directory(name):
             return None
         prefix = self.target.file_prefix
         if self.archive is not None:

@@ -28,7 +28,8 @@ class ListedDevice:
     address: int
     speed: str
     serial: str | None
-    """None when the device has no serial string (boot ROMs) or it could not be read."""
+    """None when the device has no serial string (most boot ROMs; the BCM2711's has one) or
+    it could not be read."""
     serial_problem: str | None = None
     """Why the serial could not be read (``permission``, ``error``), else None."""
 
@@ -46,7 +47,9 @@ def list_devices(transport: Transport, *, read_serials: bool = True) -> list[Lis
             continue
         stage = stage_of(info)
         serial, problem = None, None
-        if read_serials and stage == "server" and info.serial_index:
+        # File servers have a serial string, and so does the BCM2711 ROM (index 3): the value
+        # -i selects by. Other ROMs have none (index 0).
+        if read_serials and info.serial_index:
             serial, problem = _read_serial(ref)
         found.append(ListedDevice(info.port_path, target.name, stage, info.vendor_id,
                                   info.product_id, info.bus, info.address, info.speed, serial,

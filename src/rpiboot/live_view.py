@@ -21,7 +21,7 @@ from .board_info import describe
 from .events import Event
 from .manager import WAITING_LINE
 from .output import (block_device_paths, board_line, failure_line, final_text, for_display,
-                     ignored_line, metadata_json_text, metadata_line, notice_lines)
+                     ignored_line, metadata_json_text, metadata_line, notice_lines, retry_line)
 
 
 def human_bytes(count: float) -> str:
@@ -218,6 +218,11 @@ class LiveView:
         row.result, row.style = f"failed: {item.data['code']}", "bold red"
         return [failure_line(item.port, item.data["message"])]
 
+    def _device_retrying(self, row: _Row, item: Event) -> list[str]:
+        row.result = f"retry {item.data['attempt']}/{item.data['attempts']}"
+        row.style = "yellow"
+        return [retry_line(item.port, item.data)]
+
     def _device_followed(self, row: _Row, item: Event) -> list[str]:
         blocks = ", ".join(block_device_paths(item.data["block_devices"]))
         row.stage = f"final {item.data['usb_id']}"
@@ -231,6 +236,7 @@ class LiveView:
         "second_stage_sent": _file_sent, "file_missing": _file_missing,
         "file_refused": _file_refused, "metadata": _metadata, "device_done": _device_done,
         "device_failed": _device_failed, "device_followed": _device_followed,
+        "device_retrying": _device_retrying,
     }
 
     # --- rendering ----------------------------------------------------------------------------
