@@ -20,8 +20,8 @@ from rich.text import Text
 from .events import Event
 from .live_table import Column, clock, fit, table
 from .manager import WAITING_LINE
-from .output import (block_device_paths, failure_line, final_text, for_display, ignored_line,
-                     metadata_json_text, metadata_line, notice_lines, retry_line)
+from .output import (block_device_paths, demo_lines, failure_line, final_text, for_display,
+                     ignored_line, metadata_json_text, metadata_line, notice_lines, retry_line)
 
 
 def human_bytes(count: float) -> str:
@@ -190,10 +190,13 @@ class LiveView:
     def _device_ignored(self, item: Event) -> list[str]:
         return [ignored_line(item.port, item.data["reason"])]
 
+    def _demo_result(self, item: Event) -> list[str]:
+        return demo_lines(item.data)
+
     _RUN_HANDLERS: dict[str, Callable[[LiveView, Event], list[str]]] = {
         "waiting": _waiting, "summary": _summary_event, "metadata_json": _metadata_json,
         "metadata_written": _metadata_written, "notice": _notice,
-        "device_ignored": _device_ignored,
+        "device_ignored": _device_ignored, "demo_result": _demo_result,
     }
 
     # events about one device: they update its row
