@@ -18,7 +18,6 @@ from rpiboot.errors import ExitCode
 from rpiboot.simulator import typical_pi
 
 from engine_support import REPO_ROOT, HandleProxy, WrappingBus, fast_options, run_boot
-from engine_support import boot_dir  # noqa: F401
 
 # A run with one board that asks for config.txt, then never asks again (in flight for ever).
 CHILD = """

@@ -5,12 +5,16 @@ numbers in it change. Designed for 80 columns; 60 keeps the essentials, 120 show
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Any, Callable, Sequence
 
 from rich import box
+from rich.console import Console, ConsoleOptions, Group, RenderableType, RenderResult
 from rich.table import Table
 from rich.text import Text
+
+from .output import final_text
 
 GAP = 2
 """Characters between two columns (rich: one of padding, one of the box's blank divider)."""
@@ -70,3 +74,51 @@ def clock(seconds: float | None) -> str:
     hours, rest = divmod(whole, 3600)
     minutes, secs = divmod(rest, 60)
     return f"{hours}:{minutes:02d}:{secs:02d}" if hours else f"{minutes}:{secs:02d}"
+
+
+def human_bytes(count: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if count < 1024 or unit == "GiB":
+            return f"{count:.0f} {unit}" if unit == "B" else f"{count:.1f} {unit}"
+        count /= 1024
+    raise AssertionError("unreachable")
+
+
+SUMMARY_COLUMNS = (
+    Column("Port", 4, keep=100), Column("Serial", 16, keep=80, wraps=True), Column("Chip", 7, keep=99),
+    Column("Stages", 10, keep=40), Column("Files", 5, keep=50, right=True),
+    Column("Bytes", 10, keep=60, right=True), Column("Time", 8, keep=70, right=True),
+    Column("Result", 16, keep=98, wraps=True))
+
+
+def summary_frame(devices: list[dict[str, Any]], width: int) -> RenderableType:
+    rows = []
+    for device in devices:
+        ok = device["result"] == "ok"
+        result = device["result"] + (f" ({device['error']})" if device.get("error") else "")
+        result += f" ({device['warning']})" if device.get("warning") else ""
+        result += final_text(device.get("final"), arrow="→")
+        rows.append({"Port": Text(device["port"]), "Serial": Text(device["serial"] or "-"),
+                     "Chip": Text(device["chip"]),
+                     "Stages": Text("+".join(device["stages"])),
+                     "Files": Text(str(device["files"])),
+                     "Bytes": Text(human_bytes(device["bytes"])),
+                     "Time": Text(f"{device['seconds']:.2f} s"),
+                     "Result": Text(result, style=("yellow" if device.get("warning") else "green")
+                                   if ok else "bold red")})
+    port_width = max(SUMMARY_COLUMNS[0].width, *(len(d["port"]) for d in devices))
+    serial_width = max(1, *(len(d["serial"] or "-") for d in devices))
+    columns = [dataclasses.replace(SUMMARY_COLUMNS[0], width=port_width),
+               dataclasses.replace(SUMMARY_COLUMNS[1], width=min(serial_width, 32)),
+               *SUMMARY_COLUMNS[2:]]
+    return Group(Text(""), table(fit(columns, width), rows, title="Summary"))
+
+
+class Fitted:
+    """A renderable that lays itself out for the width it is given."""
+
+    def __init__(self, build: Callable[[int], RenderableType]):
+        self._build = build
+
+    def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
+        yield self._build(options.max_width)

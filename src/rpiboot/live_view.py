@@ -13,23 +13,15 @@ import time
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from rich.console import Console, ConsoleOptions, Group, RenderableType, RenderResult
+from rich.console import Console, Group, RenderableType
 from rich.live import Live
 from rich.text import Text
 
 from .events import Event
-from .live_table import Column, clock, fit, table
+from .live_table import Column, Fitted, clock, fit, human_bytes, summary_frame, table
 from .manager import WAITING_LINE
-from .output import (block_device_paths, demo_lines, failure_line, final_text, for_display,
+from .output import (block_device_paths, demo_lines, failure_line, for_display,
                      ignored_line, metadata_json_text, metadata_line, notice_lines, retry_line)
-
-
-def human_bytes(count: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if count < 1024 or unit == "GiB":
-            return f"{count:.0f} {unit}" if unit == "B" else f"{count:.1f} {unit}"
-        count /= 1024
-    raise AssertionError("unreachable")
 
 
 @dataclass
@@ -92,11 +84,6 @@ DEVICE_COLUMNS = (
 """The live table; at 80 columns (ports of up to 5 characters) Rate and Files go first, at 60
 also ETA, File and Time."""
 
-SUMMARY_COLUMNS = (
-    Column("Port", 4, keep=100), Column("Serial", 16, keep=80), Column("Chip", 7, keep=99),
-    Column("Stages", 10, keep=40), Column("Files", 5, keep=50, right=True),
-    Column("Bytes", 10, keep=60, right=True), Column("Time", 8, keep=70, right=True),
-    Column("Result", 16, keep=98, wraps=True))
 
 
 class LiveView:
@@ -303,7 +290,7 @@ class LiveView:
         with self._lock:
             if not self._rows:
                 return Text(self._listening_line(time.time()) or self._status)
-        return _Fitted(self._frame)
+        return Fitted(self._frame)
 
     def _frame(self, width: int) -> RenderableType:
         with self._lock:
@@ -330,35 +317,4 @@ class LiveView:
 
     @staticmethod
     def summary_table(devices: list[dict[str, Any]]) -> RenderableType:
-        return _Fitted(lambda width: LiveView._summary_frame(devices, width))
-
-    @staticmethod
-    def _summary_frame(devices: list[dict[str, Any]], width: int) -> RenderableType:
-        rows = []
-        for device in devices:
-            ok = device["result"] == "ok"
-            result = device["result"] + (f" ({device['error']})" if device.get("error") else "")
-            result += final_text(device.get("final"), arrow="→")
-            rows.append({"Port": Text(device["port"]), "Serial": Text(device["serial"] or "-"),
-                         "Chip": Text(device["chip"]),
-                         "Stages": Text("+".join(device["stages"])),
-                         "Files": Text(str(device["files"])),
-                         "Bytes": Text(human_bytes(device["bytes"])),
-                         "Time": Text(f"{device['seconds']:.2f} s"),
-                         "Result": Text(result, style="green" if ok else "bold red")})
-        port_width = max(SUMMARY_COLUMNS[0].width, *(len(d["port"]) for d in devices))
-        serial_width = max(1, *(len(d["serial"] or "-") for d in devices))
-        columns = [dataclasses.replace(SUMMARY_COLUMNS[0], width=port_width),
-                   dataclasses.replace(SUMMARY_COLUMNS[1], width=min(serial_width, 32)),
-                   *SUMMARY_COLUMNS[2:]]
-        return Group(Text(""), table(fit(columns, width), rows, title="Summary"))
-
-
-class _Fitted:
-    """A renderable that lays itself out for the width it is given."""
-
-    def __init__(self, build: Callable[[int], RenderableType]):
-        self._build = build
-
-    def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
-        yield self._build(options.max_width)
+        return Fitted(lambda width: summary_frame(devices, width))
