@@ -60,15 +60,14 @@ def test_columns_are_dropped_in_a_fixed_priority() -> None:
                for width in (60, 80, 120)}
     assert headers[120] == ["Port", "Chip", "Stage", "File", "Progress", "Rate", "ETA", "Time",
                             "Files", "Result"]
-    assert headers[80] == ["Port", "Chip", "Stage", "File", "Progress", "ETA", "Time",
-                           "Result"]
-    assert headers[60] == ["Port", "Chip", "Stage", "Progress", "Result"]
+    assert headers[80] == ["Port", "Chip", "File", "Progress", "ETA", "Time", "Result"]
+    assert headers[60] == ["Port", "Chip", "Progress", "Time", "Result"]
 
 
 def test_eta_and_elapsed_time_are_shown() -> None:
     lines = _render(_view().device_table(), 80)
     row = next(line for line in lines if line.startswith("1-1 "))
-    assert "25% 12.0 MiB" in row
+    assert "kernel8.img" in row and "25% 12.0 MiB" in row
     assert "0:02" in row  # 9 MiB left at 6 MiB/s: about 2 s (ETA)
     assert re.search(r"\b0:0\d\b.*\b0:0\d\b", row)  # ETA and elapsed
 

@@ -72,17 +72,18 @@ class _Row:
                 "Rate": Text(f"{human_bytes(self.rate)}/s" if self.rate else ""),
                 "ETA": Text(clock(eta) if eta is not None else ""),
                 "Time": Text(clock(self.elapsed(now))), "Files": Text(str(self.files)),
-                "Result": Text(self.result, style=self.style)}
+                "Result": Text(f"{self.result}: {self.stage}" if self.result == "working"
+                               else self.result, style=self.style)}
 
 
 DEVICE_COLUMNS = (
-    Column("Port", 4, keep=100), Column("Chip", 7, keep=99), Column("Stage", 6, keep=85),
-    Column("File", 8, keep=65, flexible=True), Column("Progress", 14, keep=90, right=True),
+    Column("Port", 4, keep=100), Column("Chip", 7, keep=99), Column("Stage", 6, keep=45),
+    Column("File", 12, keep=65, flexible=True), Column("Progress", 14, keep=90, right=True),
     Column("Rate", 11, keep=40, right=True), Column("ETA", 5, keep=60, right=True),
     Column("Time", 5, keep=70, right=True), Column("Files", 5, keep=30, right=True),
     Column("Result", 16, keep=98, wraps=True))
-"""The live table; at 80 columns (ports of up to 5 characters) Rate and Files go first, at 60
-also ETA, File and Time."""
+"""The live table. Dropped first when narrow: Files, Rate, Stage (at 80 columns with ports of up
+to 5 characters), then ETA, File and Time (at 60)."""
 
 
 
