@@ -104,3 +104,11 @@ def test_summary_table_fits(width: int) -> None:
     assert {"1-1.3.2", "BCM2711", "device_gone"} <= _words(lines)
     if width >= 80:
         assert "10000000d3adb33f" in _words(lines)
+
+
+def test_live_view_starts_with_the_version_banner() -> None:
+    buffer = io.StringIO()
+    view = LiveView(console=Console(file=buffer, width=80), auto_refresh=False, redirect=False)
+    view(event("start", version="9.9.9", directory=None))
+    view.close()
+    assert buffer.getvalue().startswith("RPIBOOT: pkg-version 9.9.9")

@@ -20,7 +20,7 @@ from rich.text import Text
 from .events import Event
 from .live_table import Column, Fitted, clock, fit, human_bytes, summary_frame, table
 from .manager import WAITING_LINE
-from .output import (block_device_paths, demo_lines, failure_line, for_display,
+from .output import (banner, block_device_paths, demo_lines, failure_line, for_display,
                      ignored_line, metadata_json_text, metadata_line, notice_lines, retry_line)
 
 
@@ -158,6 +158,9 @@ class LiveView:
 
     # events about the run (or printed whole, without a row)
 
+    def _start(self, item: Event) -> list[str]:
+        return [banner(item.data["version"])]
+
     def _waiting(self, item: Event) -> list[str]:
         self._status = item.data["message"]
         return []
@@ -182,8 +185,8 @@ class LiveView:
         return demo_lines(item.data)
 
     _RUN_HANDLERS: dict[str, Callable[[LiveView, Event], list[str]]] = {
-        "waiting": _waiting, "summary": _summary_event, "metadata_json": _metadata_json,
-        "metadata_written": _metadata_written, "notice": _notice,
+        "start": _start, "waiting": _waiting, "summary": _summary_event,
+        "metadata_json": _metadata_json, "metadata_written": _metadata_written, "notice": _notice,
         "device_ignored": _device_ignored, "demo_result": _demo_result,
     }
 
