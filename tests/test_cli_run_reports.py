@@ -13,7 +13,7 @@ from rpiboot.simulator import RomStage, ServerStage, VirtualPi, typical_pi
 from rpiboot.simulator.in_process import VirtualBus
 from rpiboot.simulator.script import done, load
 
-from engine_support import boot_dir, fast_options, run_boot, run_cli  # noqa: F401
+from engine_support import fast_options, run_boot, run_cli
 
 FAST = ["--timeout", "0.5", "--run-timeout", "10", "--stall-timeout", "0.3"]
 

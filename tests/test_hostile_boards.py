@@ -12,7 +12,7 @@ import pytest
 from rpiboot.simulator import RomStage, ServerStage, VirtualPi, typical_pi
 from rpiboot.simulator.script import done, load
 
-from engine_support import boot_dir, fast_options, run_boot, run_cli  # noqa: F401
+from engine_support import fast_options, run_boot, run_cli
 
 FAST_CLI = ["--timeout", "3", "--run-timeout", "20", "--stall-timeout", "0.3",
             "--retry-delay", "0.01", "--reenumerate-timeout", "1"]

@@ -60,7 +60,7 @@ def test_live_view_shows_progress_rate_and_failures() -> None:
     frame = Console(file=io.StringIO(), width=120)
     frame.print(view.device_table())
     rendered = frame.file.getvalue()
-    assert "kernel8.img" in rendered and "25% of 12.0 MiB" in rendered
+    assert "kernel8.img" in rendered and "25% 12.0 MiB" in rendered
     assert "6.0 MiB/s" in rendered
     view(event("device_failed", "1-4", code="stalled", message="device sent no request for 1 s",
                exit_code=5))

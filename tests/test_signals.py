@@ -18,7 +18,6 @@ from rpiboot.errors import ExitCode
 from rpiboot.simulator import typical_pi
 
 from engine_support import REPO_ROOT, HandleProxy, WrappingBus, fast_options, run_boot
-from engine_support import boot_dir  # noqa: F401
 
 # A run with one board that asks for config.txt, then never asks again (in flight for ever).
 CHILD = """
@@ -127,3 +126,20 @@ def test_summary_after_ctrl_c_counts_every_byte_sent(boot_dir: Path) -> None:
     assert device["error"] == "interrupted"
     assert 0 < bus.accepted < 7000 + 512 * 200
     assert device["bytes"] == bus.accepted
+
+
+def test_an_ignored_sighup_stays_ignored(boot_dir: Path) -> None:
+    """nohup rpiboot -l: the hang-up nohup ignores must not end the run."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(REPO_ROOT / "src") + os.pathsep + env.get("PYTHONPATH", "")
+    child = subprocess.Popen(
+        [sys.executable, "-c", "import signal; signal.signal(signal.SIGHUP, signal.SIG_IGN)\n"
+         + CHILD, "-d", str(boot_dir), "--json", "--stall-timeout", "60", "--run-timeout", "3"],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env,
+        stdin=subprocess.DEVNULL)
+    lines: list[str] = []
+    _wait_for_line(child, '"file_served"', lines)
+    child.send_signal(signal.SIGHUP)
+    out, err = child.communicate(timeout=30)
+    assert child.returncode == 5, err  # the run time limit ended it, not the hang-up
+    assert "hangup" not in out + err

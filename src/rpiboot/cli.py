@@ -167,7 +167,7 @@ def make_reporter(args: argparse.Namespace) -> EventSink:
         return JsonReporter()
     if not args.plain and _is_terminal(sys.stdout):
         from .live_view import LiveView
-        return LiveView(verbose=args.verbose)
+        return LiveView(verbose=args.verbose, loop=args.loop)
     return PlainReporter(verbose=args.verbose)
 
 

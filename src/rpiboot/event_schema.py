@@ -30,6 +30,7 @@ EVENT_SCHEMA: dict[str, dict[str, str]] = {
     "summary": {"devices": "list", "ignored": "list", "exit_code": "int"},
     "error": {"code": "str", "message": "str", "exit_code": "int"},
     "notice": {"port": "str", "message": "str"},
+    "demo_result": {"ok": "bool", "problems": "list", "exit_code": "int", "message": "str"},
     # one device
     "device_arrived": {"port": "str", "chip": "str", "stage": "str", "serial_index": "int",
                        "bus": "int", "address": "int", "speed": "str", "interfaces": "int"},

@@ -83,7 +83,8 @@ class DeviceManager:
                 self.transport.wait_for_change(self.options.poll_interval)
         except KeyboardInterrupt as stop:
             self.result.error = interruption(stop)
-            self._abandon_in_flight(lambda: interruption(stop, "interrupted before it finished"))
+            self._abandon_in_flight(
+                lambda signal=stop: interruption(signal, "interrupted before it finished"))
         self._join_workers()
         self.result.final_exit_code = self.result.exit_code
         self.emit(event("summary", devices=[s.summary() for s in self.result.sessions],

@@ -105,7 +105,13 @@ def stderr_lines(item: Event) -> list[str]:
         return [failure_line(item.port, item.data["message"])]
     if item.kind == "metadata_conflict":
         return [conflict_line(item.port, item.data)]
+    if item.kind == "demo_result":
+        return demo_lines(item.data)
     return []
+
+
+def demo_lines(data: dict[str, Any]) -> list[str]:
+    return ["", *data["problems"], data["message"]]
 
 
 def retry_line(port: str | None, data: dict[str, Any]) -> str:

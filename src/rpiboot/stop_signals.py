@@ -26,7 +26,9 @@ def install() -> Callable[[], None]:
     previous handlers. Does nothing outside the main thread (Python allows handlers only there)."""
     if threading.current_thread() is not threading.main_thread():
         return lambda: None
-    previous = {number: signal.signal(number, _raise) for number in HANDLED}
+    # A signal the parent set to be ignored (nohup, a supervisor) stays ignored.
+    previous = {number: signal.signal(number, _raise) for number in HANDLED
+                if signal.getsignal(number) is not signal.SIG_IGN}
 
     def restore() -> None:
         for number, handler in previous.items():

@@ -132,7 +132,7 @@ def test_follow_to_the_gadget(run_virtual: Runner, boot_dir: Path,
                       "-d", str(boot_dir), "--follow", "3")
     assert run.returncode == 0, run.describe()
     assert_booted(run, "1-3", "2711", boot_dir=boot_dir)
-    assert "1d6b:0104" in run.stdout + run.stderr
+    assert "0a5c:0104" in run.stdout + run.stderr
 
 
 def test_list_without_booting(run_virtual: Runner) -> None:

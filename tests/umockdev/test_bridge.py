@@ -64,7 +64,7 @@ def test_bad_board_spec_is_a_usage_error(umockdev_tools: tuple[str, str]) -> Non
 
 
 def test_missing_python_gives_install_hint() -> None:
-    done = _virtual("--python", "/nonexistent/python3", "--", "true")
+    done = _virtual("--python", "/nonexistent/python3", "--pi", "2711:1-3", "--", "true")
     assert done.returncode == 125  # rpiboot-virtual's own failure, not the command's status
     assert len(done.stderr.strip().splitlines()) == 1
     assert "apt-get install umockdev gir1.2-umockdev-1.0 python3-gi" in done.stderr

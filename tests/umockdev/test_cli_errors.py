@@ -79,16 +79,17 @@ def test_report_check_leaves_no_file_behind(tmp_path: Path) -> None:
     ({"pis": {"chip": "2711"}}, '"pis" must be a list'),
     ({"pis": ["2711"]}, "a board must be a JSON object"),
     ({"pi": []}, "unknown top-level field(s) 'pi'"),
-    ({"pis": [{"chip": "2711", "arrive": "soon"}]}, "arrive='soon'"),
-    ({"pis": [{"chip": "2711", "reenumerate_delay": -1}]}, "reenumerate_delay=-1"),
-    ({"pis": [{"chip": "2711", "stall_at": 1.5}]}, "stall_at=1.5"),
-    ({"pis": [{"chip": "2711", "return_code": True}]}, "return_code=True"),
-    ({"pis": [{"chip": "2711", "open_error": "maybe"}]}, "open_error='maybe'"),
-    ({"pis": [{"chip": "2711", "files": "config.txt"}]}, "files='config.txt'"),
-    ({"pis": [{"chip": "2711", "two_interfaces": "yes"}]}, "two_interfaces='yes'"),
+    ({"pis": [{"chip": "2711", "port": "1-3", "arrive": "soon"}]}, "arrive='soon'"),
+    ({"pis": [{"chip": "2711", "port": "1-3", "reenumerate_delay": -1}]}, "reenumerate_delay=-1"),
+    ({"pis": [{"chip": "2711", "port": "1-3", "stall_at": 1.5}]}, "stall_at=1.5"),
+    ({"pis": [{"chip": "2711", "port": "1-3", "return_code": True}]}, "return_code=True"),
+    ({"pis": [{"chip": "2711", "port": "1-3", "open_error": "maybe"}]}, "open_error='maybe'"),
+    ({"pis": [{"chip": "2711", "port": "1-3", "files": "config.txt"}]}, "files='config.txt'"),
+    ({"pis": [{"chip": "2711", "port": "1-3", "two_interfaces": "yes"}]}, "two_interfaces='yes'"),
     ({"pis": [{"chip": "2711", "port": "1-x"}]}, "bad USB port path"),
-    ({"pis": [{"chip": "2711", "colour": "red"}]}, "unknown field(s) 'colour'"),
-    ({"pis": [{"chip": "9999"}]}, "chip='9999'"),
+    ({"pis": [{"chip": "2711", "port": "1-3", "colour": "red"}]}, "unknown field(s) 'colour'"),
+    ({"pis": [{"chip": "9999", "port": "1-3"}]}, "chip='9999'"),
+    ({"pis": [{"chip": "2711"}]}, "no port"),
     ({"pis": [{"port": "1-3"}]}, "chip=None"),
 ])
 def test_bad_scenario_is_a_usage_error(tmp_path: Path, scenario: object, words: str) -> None:
@@ -187,3 +188,68 @@ def test_bus_close_is_idempotent_and_ignores_late_boards(umockdev_tools: tuple[s
     done = subprocess.run([wrapper, python, "-c", script], capture_output=True, text=True,
                           timeout=60, env=env)
     assert done.returncode == 0 and done.stdout.strip() == "ok", done.stderr
+
+
+def test_help_is_argparse_help() -> None:
+    done = _virtual("--help")
+    assert done.returncode == 0 and done.stderr == ""
+    assert done.stdout.startswith("usage: rpiboot-virtual ")
+    assert "options:" in done.stdout and "--pi CHIP:PORT" in done.stdout
+    assert "role=R" in done.stdout and "exit status" in done.stdout
+    assert "``" not in done.stdout and ":mod:" not in done.stdout  # not a raw docstring
+
+
+def test_nothing_given_is_a_usage_error() -> None:
+    done = _virtual()
+    assert done.returncode == 2 and done.stdout == ""
+    assert done.stderr.startswith("usage: rpiboot-virtual")
+    assert "no boards and no command" in done.stderr
+
+
+@pytest.mark.parametrize("arguments, words", [
+    (["--pi", "2711"], "give the board's USB port path, e.g. --pi 2711:1-3"),
+    (["--pi", "2711:"], "give the board's USB port path"),
+    ([], "no boards: give --pi CHIP:PORT"),
+    (["--scenario", "/nonexistent/missing.json"],
+     "scenario /nonexistent/missing.json: No such file or directory"),
+    (["--pi", "2711:1-3", "--pi", "2712:1-3"],
+     "two boards on the same USB port 1-3 at the same time"),
+    (["--pi", "2711:1-3,arrive=1", "--pi", "2712:1-3,arrive=1.0"], "same USB port 1-3"),
+    (["--pi", "2711:1-3,role=recovery5"], "role recovery5 is for BCM2712, not BCM2711"),
+    (["--pi", "2711:1-3,role=flash-all"], "unknown role 'flash-all'"),
+    (["--pi", "2711:1-3,role=recovery,files=a.bin"], "drop files"),
+    (["--pi", "2711:1-3,otp-key-hash=abc"], "otp_key needs a role"),
+    (["--pi", "2712:1-3,role=secure-boot,otp-key=/nonexistent/key.pem"],
+     "No such file or directory"),
+    (["--pi", "2711:1-3,disk=12345"], "positive multiple of 512"),
+    (["--pi", "2711:1-3,disk=lots"], "expected bytes or a size like 64M"),
+])
+def test_bad_boards_are_one_line_usage_errors(arguments: list[str], words: str) -> None:
+    done = _virtual(*arguments, "--", sys.executable, "-c", "pass")
+    assert done.returncode == 2, done.stderr
+    line = _one_line(done)
+    assert words in line and "[Errno" not in line, line
+
+
+def test_same_port_twice_across_scenario_and_pi(tmp_path: Path) -> None:
+    path = tmp_path / "scenario.json"
+    path.write_text(json.dumps({"pis": [{"chip": "2711", "port": "1-1.4"}]}))
+    done = _virtual("--scenario", str(path), "--pi", "2712:1-1.4", "--", "true")
+    assert done.returncode == 2 and "same USB port 1-1.4" in _one_line(done)
+
+
+@pytest.mark.umockdev
+def test_a_later_board_at_a_busy_port_replaces_the_first(umockdev_tools: tuple[str, str],
+                                                         tmp_path: Path) -> None:
+    """The first board is still in its ROM when the second arrives at its port: the first is
+    pulled out, no umockdev crash ("already exists")."""
+    report = tmp_path / "report.json"
+    done = _virtual("--pi", "2711:1-3", "--pi", "2712:1-3,arrive=0.4", "--report",
+                    str(report), "--", sys.executable, "-c", "import time; time.sleep(1.2)")
+    assert done.returncode == 0, done.stderr
+    result = json.loads(report.read_text())
+    assert result["bridge"]["errors"] == []
+    enumerations = result["bridge"]["enumerations"]
+    assert [(e["port"], e["product_id"]) for e in enumerations] == [("1-3", 0x2711),
+                                                                    ("1-3", 0x2712)]
+    assert "already exists" not in done.stderr

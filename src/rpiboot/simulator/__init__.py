@@ -5,7 +5,8 @@ that drives umockdev (see :mod:`rpiboot.simulator.umockdev_bridge`).
 """
 
 from .script import Request, done, empty_done, load, metadata
+from .virtual_disk import VirtualDisk
 from .virtual_pi import FinalStage, RomStage, ServerStage, VirtualPi, typical_pi
 
-__all__ = ["FinalStage", "Request", "RomStage", "ServerStage", "VirtualPi", "done", "empty_done",
-           "load", "metadata", "typical_pi"]
+__all__ = ["FinalStage", "Request", "RomStage", "ServerStage", "VirtualDisk", "VirtualPi", "done",
+           "empty_done", "load", "metadata", "typical_pi"]

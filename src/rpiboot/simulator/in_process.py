@@ -1,6 +1,9 @@
 """The virtual bus: virtual Raspberry Pis behind the engine's transport interface, in-process.
 
-No USB stack is involved. Attach and detach notify waiters the way hot-plug would.
+No USB stack is involved. Attach and detach notify waiters the way hot-plug would. Given a
+``sysfs_root`` and a ``dev_root``, the bus also shows the mass-storage gadget's disks the way a
+Linux host does (see :class:`~rpiboot.simulator.virtual_disk.SysfsGadget`) while the gadget is
+attached.
 """
 
 from __future__ import annotations
@@ -8,18 +11,24 @@ from __future__ import annotations
 import threading
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Sequence
 
 from ..transport import (AccessDenied, DeviceGone, DeviceInfo, TransferFailed, TransferTimeout,
                          UsbError)
-from .virtual_pi import DeviceError, Gone, NoAnswer, Stall, UsbFunction, VirtualPi
+from .virtual_disk import SysfsGadget
+from .virtual_pi import DeviceError, FinalStage, Gone, NoAnswer, Stall, UsbFunction, VirtualPi
 
 
 class VirtualBus:
     """Implements both :class:`rpiboot.transport.Transport` and the simulator's BusListener."""
 
-    def __init__(self, pis: Sequence[VirtualPi] = (), *, hotplug: bool = True):
+    def __init__(self, pis: Sequence[VirtualPi] = (), *, hotplug: bool = True,
+                 sysfs_root: Path | None = None, dev_root: Path | None = None):
         self._changed = threading.Condition()
+        self.sysfs: SysfsGadget | None = (SysfsGadget(sysfs_root, dev_root)
+                                          if sysfs_root is not None and dev_root is not None
+                                          else None)
         self._present: dict[int, _VirtualRef] = {}
         self._next_address = 2
         self.hotplug = hotplug
@@ -35,6 +44,10 @@ class VirtualBus:
     # --- BusListener ------------------------------------------------------------------------
 
     def attach(self, pi: VirtualPi, function: UsbFunction) -> None:
+        stage = pi.stages[function.stage_index]
+        if self.sysfs is not None and isinstance(stage, FinalStage) and stage.disks:
+            self.sysfs.add(pi.port_path, (function.vendor_id, function.product_id),
+                           stage.serial, stage.disks)
         with self._changed:
             address = self._next_address
             self._next_address = self._next_address % 127 + 1
@@ -45,6 +58,8 @@ class VirtualBus:
             self._changed.notify_all()
 
     def detach(self, pi: VirtualPi, function: UsbFunction) -> None:
+        if self.sysfs is not None:
+            self.sysfs.remove(pi.port_path)
         with self._changed:
             self._present.pop(id(function), None)
             self._changed.notify_all()

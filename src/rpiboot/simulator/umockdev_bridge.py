@@ -13,6 +13,8 @@ Arrangement:
 * :meth:`UmockdevBus.attach` / :meth:`UmockdevBus.detach` are called by the VirtualPi from any
   thread, including from inside an ioctl handler (re-enumeration). They only queue work; one
   bus thread applies it to the testbed, in order.
+* A mass-storage gadget's disks become block devices below its USB device, each ``/dev/sdX``
+  backed by the disk's own file (:mod:`rpiboot.simulator.umockdev_disks`).
 * ioctl handlers run in umockdev's own worker thread. URBs complete at once (they are queued for
   REAPURBNDELAY), except when the device never answers: then the URB stays pending until libusb
   discards it.
@@ -38,7 +40,9 @@ import gi
 gi.require_version("UMockdev", "1.0")
 from gi.repository import UMockdev  # noqa: E402
 
-from .virtual_pi import DeviceError, Gone, NoAnswer, Stall, UsbFunction, VirtualPi  # noqa: E402
+from .umockdev_disks import DiskRecords  # noqa: E402
+from .virtual_pi import (DeviceError, FinalStage, Gone, NoAnswer, Stall, UsbFunction,  # noqa: E402
+                         VirtualPi)
 
 # usbdevfs ioctl numbers (LP64 Linux: x86-64, aarch64).
 SETCONFIGURATION = 0x80045505
@@ -278,6 +282,7 @@ class UmockdevBus:
         self._in_use: set[tuple[int, int]] = set()
         self._next_devnum: dict[int, int] = {}
         self._hubs: set[str] = set()
+        self.disks = DiskRecords(self._root_dir)
         self._work: "queue.Queue[tuple[str, Any] | None]" = queue.Queue()
         self._thread = threading.Thread(target=self._run, name="umockdev-bus", daemon=True)
         self._thread.start()
@@ -430,6 +435,11 @@ class UmockdevBus:
             self.testbed.detach_ioctl(node.devnode)
         self._devnodes[node.devnode] = node
         self.testbed.attach_ioctl(node.devnode, node.handler)
+        stage = node.pi.stages[node.function.stage_index]
+        if isinstance(stage, FinalStage) and stage.disks:
+            # before the USB device itself, so a host that sees the gadget sees all its disks
+            # (a real host adds them asynchronously, after usb-storage's delay_use)
+            self.disks.add(self.testbed, node.syspath, node.port_path, stage.disks)
         descriptors = node.function.device_descriptor() + node.function.config_descriptor()
         text = _record(node.syspath[len("/sys"):], node.devnode, node.busnum, node.devnum,
                        descriptors)
@@ -442,6 +452,7 @@ class UmockdevBus:
                                   "stage": node.function.stage_index})
 
     def _remove(self, node: _Node) -> None:
+        self.disks.remove(self.testbed, node.port_path)
         if self._devnodes.get(node.devnode) is node:
             self.testbed.remove_device(node.syspath)
         self._release(node)

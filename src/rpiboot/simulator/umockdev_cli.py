@@ -39,6 +39,7 @@ none and only see devices present when their libusb context was created; rpiboot
 
 from __future__ import annotations
 
+import argparse
 import os
 import shutil
 import signal
@@ -155,9 +156,14 @@ def main(argv: Sequence[str] | None = None) -> int:
 def _main(arguments: list[str]) -> int:
     python, check_only, rest = _split_own_options(arguments)
     own = rest[:rest.index("--")] if "--" in rest else rest
-    if "-h" in own or "--help" in own or not (rest or check_only):
+    if "-h" in own or "--help" in own:
         _print_help()
-        return 0 if rest else EXIT_USAGE
+        return 0
+    if not (rest or check_only):
+        help_parser().print_usage(sys.stderr)
+        print("rpiboot-virtual: no boards and no command; see rpiboot-virtual --help",
+              file=sys.stderr)
+        return EXIT_USAGE
     if not check_only:
         from . import umockdev_host  # standard library only: no umockdev needed to check
 
@@ -212,11 +218,61 @@ def _run_forwarding_signals(command: list[str], env: dict[str, str]) -> int:
     return code
 
 
-def _print_help() -> None:
-    print("usage: rpiboot-virtual [--python PYTHON] [--check] --pi CHIP:PORT[,OPTION...] "
-          "[--pi ...] [--scenario FILE] [--report FILE] [--command-timeout SECONDS] [-q] "
-          "-- COMMAND [ARG...]\n")
-    print(__doc__)
+HELP_EPILOG = """\
+board options (after CHIP:PORT, comma-separated):
+  serial=S, rom-serial=S     file-server serial; a ROM serial string too (for rpiboot -i)
+  files=A+B, meta.KEY=VALUE  what the file server asks for; metadata it reports
+  role=R[+R...]              firmware roles, one boot each at the same port: recovery,
+                             recovery5, msd, mass-storage-gadget, secure-boot
+  otp-key=FILE, otp-key-hash=HEX   secure boot: the key whose hash the OTP holds
+  gadget, disk=SIZE[:FILE]   end as the mass-storage gadget (0a5c:0104); a disk of SIZE
+                             (64M, 1G) backed by FILE, seen as /dev/sdX by the command
+  two-interfaces, arrive=S, reenumerate-delay=S, unplug-after=BYTES, stall-at=N,
+  return-code=N, open-error=access|io        faults and timing
+
+examples:
+  rpiboot-virtual --pi 2711:1-3 --pi 2712:1-1.4 -- rpiboot -d DIR
+  rpiboot-virtual --pi 2711:1-3,role=recovery --report out.json -- rpiboot -d recovery
+  rpiboot-virtual --pi 2711:1-3,role=mass-storage-gadget,disk=64M:emmc.img -- \\
+      rpiboot -d mass-storage-gadget64 --follow 10
+
+exit status: the command's; 2 bad options, board spec or scenario; 124 --command-timeout
+expired; 125 rpiboot-virtual failed (umockdev, PyGObject missing); 126 the command cannot be
+executed; 127 not found; 128+N terminated by signal N.
+Needs Linux with: sudo apt-get install umockdev gir1.2-umockdev-1.0 python3-gi
+"""
+
+
+def help_parser() -> argparse.ArgumentParser:
+    """For --help only: the options are parsed by the host runner."""
+    parser = argparse.ArgumentParser(
+        prog="rpiboot-virtual", formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Run COMMAND against virtual Raspberry Pis in USB boot mode, behind "
+                    "emulated usbfs, so it uses real libusb (Linux, umockdev).",
+        epilog=HELP_EPILOG)
+    parser.add_argument("--pi", action="append", metavar="CHIP:PORT[,OPTION...]",
+                        help="a virtual board (chip 2835, 2837, 2711 or 2712; port like 1-3); "
+                             "repeatable, one board per port")
+    parser.add_argument("--scenario", metavar="FILE", help="boards from a JSON file")
+    parser.add_argument("--report", metavar="FILE",
+                        help="write what each board received as JSON ('-' for stderr)")
+    parser.add_argument("--boot-dir", metavar="DIR",
+                        help="the directory the boards are booted from, for the report's "
+                             "warnings (default: the command's -d)")
+    parser.add_argument("--command-timeout", metavar="SECONDS",
+                        help="kill the command after this long (exit status 124)")
+    parser.add_argument("-q", "--quiet", action="store_true", help="no summary on stderr")
+    parser.add_argument("--python", metavar="PYTHON",
+                        help=f"a Python with PyGObject and UMockdev (default ${PYTHON_ENV}, "
+                             "then /usr/bin/python3)")
+    parser.add_argument("--check", action="store_true",
+                        help="only check that umockdev can be used")
+    parser.add_argument("command", nargs="*", metavar="-- COMMAND [ARG...]")
+    return parser
+
+
+def _print_help(stream: object = None) -> None:
+    help_parser().print_help(stream)  # type: ignore[arg-type]
 
 
 if __name__ == "__main__":

@@ -6,7 +6,8 @@ typelib); :mod:`rpiboot.simulator.umockdev_cli` (``rpiboot-virtual``) arranges t
     umockdev-wrapper /usr/bin/python3 -m rpiboot.simulator.umockdev_host \\
         --pi 2711:1-3 --pi 2712:1-1.4,serial=5eed0001 --report out.json -- rpiboot -d boot
 
-A board is ``CHIP:PORT_PATH`` followed by comma-separated options:
+A board is ``CHIP:PORT_PATH`` (the port is required; one board per port) followed by
+comma-separated options:
 
   serial=S             file-server serial number (default: a per-board one)
   rom-serial=S         the ROM's serial string too (iSerialNumber 3), for ``rpiboot -i``;
@@ -22,12 +23,23 @@ A board is ``CHIP:PORT_PATH`` followed by comma-separated options:
   open-error=access    open() fails with EACCES (the runner drops CAP_DAC_OVERRIDE from the
                        command when it runs as root); open-error=io makes open() fail with
                        EISDIR (libusb: I/O error)
-  gadget               after the file server, enumerate as a mass-storage gadget (1d6b:0104)
+  role=R[+R...]        firmware roles, one boot each at the same port (ROM before each):
+                       recovery, recovery5, msd, mass-storage-gadget, secure-boot; requests
+                       then depend on the files received (rpiboot.simulator.firmware_roles)
+  otp-key=FILE         the board's OTP holds the hash of this key (PEM or pubkey.bin) and its
+                       EEPROM that key; otp-key-hash=HEX sets the OTP hash alone
+  gadget               after the file server, enumerate as the mass-storage gadget (0a5c:0104)
+  disk=SIZE[:FILE]     the gadget exports a disk of SIZE bytes (64M, 1G...) backed by FILE
+                       (created sparse if missing; default a temporary file removed at the
+                       end); repeatable, in the gadget's order (mmcblk0, nvme0n1, sda...);
+                       implies gadget. /dev/sdX under the wrapper writes into the file.
 
 ``--scenario FILE`` reads the same from JSON: ``{"pis": [{"chip": "2711", "port": "1-3",
 "serial": "...", "rom_serial": null, "files": [...], "meta": {...}, "two_interfaces": false,
 "arrive": 0, "reenumerate_delay": 0.05, "unplug_after": null, "stall_at": null,
-"return_code": 0, "open_error": null, "gadget": false}]}``.
+"return_code": 0, "open_error": null, "gadget": false, "disks": [{"size": "64M", "file":
+null, "read_only": false, "device": null}], "role": ["recovery", "mass-storage-gadget"],
+"otp_key": null, "otp_key_hash": null}]}``.
 
 Every field is checked before anything runs (chip one of 2835/2837/2711/2712; numbers must be
 JSON numbers; ``open_error`` is ``access``, ``io`` or null; unknown keys are errors).
@@ -50,25 +62,20 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import threading
 import time
+from pathlib import Path
 from typing import IO, Any, Sequence
 
-from .script import Request, done, load, metadata
-from .virtual_pi import FinalStage, Received, RomStage, ServerStage, Stage, VirtualPi
+from .board_spec import (DEFAULT_FILES, build_pi, directory_warnings,  # noqa: F401
+                         load_scenario, parse_pi_option, parse_port, summarise, validate_spec)
+from .virtual_pi import ServerStage, VirtualPi
 
-DEFAULT_FILES = {"2835": ["config.txt", "start.elf", "fixup.dat"],
-                 "2837": ["config.txt", "start.elf", "fixup.dat"],
-                 "2711": ["config.txt", "boot.img"],
-                 "2712": ["config.txt", "boot.img"]}
 CAP_DAC_OVERRIDE, CAP_DAC_READ_SEARCH, PR_CAPBSET_DROP = 1, 2, 24
-OPEN_ERRORS = ("access", "io")
 EXIT_USAGE, EXIT_TIMEOUT, EXIT_FAILED, EXIT_CANNOT_RUN, EXIT_NOT_FOUND = 2, 124, 125, 126, 127
 FORWARDED_SIGNALS = (signal.SIGTERM, signal.SIGINT, signal.SIGHUP)
 TERMINATE_GRACE = 5.0
-SPEC_KEYS = {"chip", "port", "serial", "rom_serial", "files", "meta", "two_interfaces", "arrive",
-             "reenumerate_delay", "unplug_after", "stall_at", "return_code", "open_error",
-             "gadget"}
 
 
 class Failure(Exception):
@@ -77,148 +84,9 @@ class Failure(Exception):
     def __init__(self, message: str, code: int = EXIT_USAGE):
         super().__init__(message)
         self.code = code
+
+
 SAVED_PYTHONPATH = "RPIBOOT_VIRTUAL_SAVED_PYTHONPATH"  # set by rpiboot.simulator.umockdev_cli
-
-
-def parse_port(port: str) -> tuple[int, tuple[int, ...]]:
-    """``1-1.4`` -> (1, (1, 4))."""
-    bus, dash, ports = port.partition("-")
-    try:
-        numbers = tuple(int(part) for part in ports.split("."))
-        busnum = int(bus)
-    except ValueError:
-        raise ValueError(f"bad USB port path {port!r}; expected e.g. 1-3 or 1-1.4") from None
-    if not dash or not 1 <= busnum <= 255 or not all(1 <= n <= 255 for n in numbers) \
-            or len(numbers) > 7:
-        raise ValueError(f"bad USB port path {port!r}; expected e.g. 1-3 or 1-1.4")
-    return busnum, numbers
-
-
-def parse_pi_option(text: str, index: int) -> dict[str, Any]:
-    """``2711:1-3,serial=abc,files=a+b`` -> a scenario entry."""
-    head, *options = text.split(",")
-    chip, _, port = head.partition(":")
-    spec: dict[str, Any] = {"chip": chip, "port": port or f"1-{index + 1}", "meta": {}}
-    for option in options:
-        key, eq, value = option.partition("=")
-        key = key.strip()
-        if key.startswith("meta."):
-            spec["meta"][key[5:]] = value
-        elif key in ("two-interfaces", "gadget") and not eq:
-            spec[key.replace("-", "_")] = True
-        elif key == "files":
-            spec["files"] = [name for name in value.split("+") if name]
-        elif key in ("serial", "rom-serial", "open-error"):
-            spec[key.replace("-", "_")] = value
-        elif key in ("arrive", "reenumerate-delay"):
-            try:
-                spec[key.replace("-", "_")] = float(value)
-            except ValueError:
-                raise ValueError(f"{key}={value!r} in {text!r}: expected seconds") from None
-        elif key in ("unplug-after", "stall-at", "return-code"):
-            try:
-                spec[key.replace("-", "_")] = int(value, 0)
-            except ValueError:
-                raise ValueError(f"{key}={value!r} in {text!r}: expected an integer") from None
-        else:
-            raise ValueError(f"unknown board option {key!r} in {text!r}")
-    return validate_spec(spec, f"--pi {text!r}")
-
-
-def validate_spec(spec: Any, where: str) -> dict[str, Any]:
-    """Check every field of one board (from --pi or the scenario); ValueError names the field."""
-    if not isinstance(spec, dict):
-        raise ValueError(f"{where}: a board must be a JSON object, not {type(spec).__name__}")
-    unknown = sorted(set(spec) - SPEC_KEYS)
-    if unknown:
-        raise ValueError(f"{where}: unknown field(s) {', '.join(map(repr, unknown))}")
-
-    def bad(key: str, expected: str) -> ValueError:
-        return ValueError(f"{where}: {key}={spec[key]!r}: expected {expected}")
-
-    chip = spec.get("chip")
-    if isinstance(chip, int) and not isinstance(chip, bool):
-        chip = spec["chip"] = str(chip)
-    if chip not in DEFAULT_FILES:
-        raise ValueError(f"{where}: chip={chip!r}: expected one of {', '.join(DEFAULT_FILES)}")
-    if spec.get("port") is not None:
-        if not isinstance(spec["port"], str):
-            raise bad("port", "a port path like \"1-3\"")
-        try:
-            parse_port(spec["port"])
-        except ValueError as error:
-            raise ValueError(f"{where}: {error}") from None
-    for key in ("serial", "rom_serial"):
-        if spec.get(key) is not None and not isinstance(spec[key], str):
-            raise bad(key, "a string")
-    if spec.get("files") is not None and (not isinstance(spec["files"], list) or not all(
-            isinstance(name, str) and name for name in spec["files"])):
-        raise bad("files", "a list of file names")
-    if spec.get("meta") is not None and (not isinstance(spec["meta"], dict) or not all(
-            isinstance(value, (str, int, float)) for value in spec["meta"].values())):
-        raise bad("meta", "an object of KEY: VALUE")
-    for key in ("two_interfaces", "gadget"):
-        if spec.get(key) is not None and not isinstance(spec[key], bool):
-            raise bad(key, "true or false")
-    for key in ("arrive", "reenumerate_delay"):
-        value = spec.get(key)
-        if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
-                                  or not 0 <= value < float("inf")):
-            raise bad(key, "a number of seconds >= 0")
-    for key in ("unplug_after", "stall_at", "return_code"):
-        value = spec.get(key)
-        if value is not None and (isinstance(value, bool) or not isinstance(value, int)
-                                  or value < 0):
-            raise bad(key, "an integer >= 0")
-    if spec.get("open_error") is not None and spec["open_error"] not in OPEN_ERRORS:
-        raise bad("open_error", "access, io or null")
-    return spec
-
-
-def build_pi(spec: dict[str, Any], index: int) -> VirtualPi:
-    chip = str(spec["chip"])
-    busnum, ports = parse_port(str(spec.get("port") or f"1-{index + 1}"))
-    requests: list[Request] = []
-    for name in spec.get("files") or DEFAULT_FILES.get(chip, []):
-        requests += load(name)
-    requests += [metadata(key, str(value)) for key, value in (spec.get("meta") or {}).items()]
-    requests.append(done())
-    rom_serial = spec.get("rom_serial") or None
-    rom = RomStage(serial_index=3 if chip == "2711" or rom_serial else 0,
-                   num_interfaces=2 if spec.get("two_interfaces") else 1,
-                   return_code=int(spec.get("return_code") or 0), serial=rom_serial)
-    serial = str(spec.get("serial") or f"{0x5eed0000 + index:08x}")
-    stages: list[Stage] = [rom, ServerStage(requests, serial=serial,
-                                            stall_at_request=spec.get("stall_at"))]
-    if spec.get("gadget"):
-        stages.append(FinalStage(serial=serial, serial_index=3))
-    return VirtualPi(chip, ports, busnum, stages,
-                     reenumerate_delay=float(spec.get("reenumerate_delay", 0.05)),
-                     unplug_after_bytes=spec.get("unplug_after"), keep_data=True,
-                     open_error=spec.get("open_error"))
-
-
-def summarise(pi: VirtualPi, spec: dict[str, Any]) -> dict[str, Any]:
-    received = [_received(r) for r in pi.received]
-    files = {r["name"]: {"size": r["size"], "sha256": r["sha256"]}
-             for r in received if r["kind"] == "file" and r["size"]}
-    second = next(({"size": r["size"], "sha256": r["sha256"]} for r in received
-                   if r["kind"] == "second_stage"), None)
-    acked = [r["name"] for r in received if r["kind"] == "ack" and r["name"].startswith("*")]
-    return {"chip": pi.chip, "port": pi.port_path, "serial": spec.get("serial_used"),
-            "arrive": spec.get("arrive", 0), "finished": pi.finished.is_set(),
-            "finished_monotonic": pi.finished_at,
-            "stage_index": pi.stage_index, "stage_count": len(pi.stages),
-            "violations": list(pi.violations), "second_stage": second, "files": files,
-            "sizes": pi.sizes(), "metadata_acked": acked, "received": received}
-
-
-def _received(record: Received) -> dict[str, Any]:
-    size = len(record.data) if record.data else record.value
-    return {"stage": record.stage, "kind": record.kind, "name": record.name,
-            "value": record.value, "size": size if record.kind in ("file", "second_stage",
-                                                                     "boot_message") else 0,
-            "sha256": record.sha256}
 
 
 def _drop_dac_capabilities() -> None:
@@ -240,31 +108,6 @@ def command_env(env: dict[str, str]) -> dict[str, str]:
         else:
             env.pop("PYTHONPATH", None)
     return env
-
-
-def load_scenario(args: argparse.Namespace) -> list[dict[str, Any]]:
-    """The boards from --scenario and --pi, every field checked (ValueError, OSError)."""
-    specs: list[dict[str, Any]] = []
-    if args.scenario:
-        where = f"scenario {args.scenario}"
-        with open(args.scenario, encoding="utf-8") as handle:
-            try:
-                data = json.load(handle)
-            except ValueError as error:
-                raise ValueError(f"{where}: not valid JSON ({error})") from None
-        if not isinstance(data, dict):
-            raise ValueError(f"{where}: the top level must be an object like "
-                             f'{{"pis": [...]}}, not {type(data).__name__}')
-        unknown = sorted(set(data) - {"pis"})
-        if unknown:
-            raise ValueError(f"{where}: unknown top-level field(s) "
-                             f"{', '.join(map(repr, unknown))}")
-        pis = data.get("pis", [])
-        if not isinstance(pis, list):
-            raise ValueError(f'{where}: "pis" must be a list, not {type(pis).__name__}')
-        specs += [validate_spec(spec, f"{where}, pis[{i}]") for i, spec in enumerate(pis)]
-    specs += [parse_pi_option(text, len(specs) + i) for i, text in enumerate(args.pi)]
-    return specs
 
 
 def resolve_command(command: Sequence[str]) -> str:
@@ -312,6 +155,18 @@ def preflight(argv: Sequence[str] | None = None) -> tuple[argparse.Namespace, li
     return args, list(command), specs
 
 
+def boot_directory(command: Sequence[str]) -> str | None:
+    """The -d/--directory argument of an rpiboot command line, if any."""
+    for i, item in enumerate(command[1:], 1):
+        if item in ("-d", "--directory") and i + 1 < len(command):
+            return command[i + 1]
+        if item.startswith("--directory="):
+            return item.split("=", 1)[1]
+        if item.startswith("-d") and len(item) > 2 and not item.startswith("--"):
+            return item[2:]
+    return None
+
+
 class HostRun:
     """Testbed + boards + the command under test."""
 
@@ -319,7 +174,8 @@ class HostRun:
         from .umockdev_bridge import UmockdevBus  # needs gi: import only under the wrapper
 
         self.specs = [dict(spec) for spec in specs]
-        self.pis = [build_pi(spec, i) for i, spec in enumerate(self.specs)]
+        self.scratch = tempfile.TemporaryDirectory(prefix="rpiboot-virtual-disks-")
+        self.pis = [build_pi(spec, i, self.scratch.name) for i, spec in enumerate(self.specs)]
         for spec, pi in zip(self.specs, self.pis):
             spec["serial_used"] = next((s.serial for s in pi.stages
                                         if isinstance(s, ServerStage)), None)
@@ -345,8 +201,12 @@ class HostRun:
 
     def _late_arrival(self, pi: VirtualPi) -> None:
         with self._lock:  # close() takes the lock: no board arrives once it has begun
-            if not self.closed:
-                self.bus.plug_in(pi)
+            if self.closed:
+                return
+            for other in self.pis:  # a board still at that port is pulled out first
+                if other is not pi and other.port_path == pi.port_path and other.function:
+                    other.unplug()
+            self.bus.plug_in(pi)
 
     def on_signal(self, signum: int, _frame: Any = None) -> None:
         """SIGTERM/SIGINT/SIGHUP: terminate the command; run() then returns 128+signum."""
@@ -408,8 +268,14 @@ class HostRun:
             process.kill()
             process.wait()
 
-    def report(self, command: Sequence[str], exit_code: int, duration: float) -> dict[str, Any]:
-        return {"command": list(command), "exit_code": exit_code,
+    def report(self, command: Sequence[str], exit_code: int, duration: float,
+               boot_dir: str | None = None) -> dict[str, Any]:
+        directory = boot_dir or boot_directory(command)
+        warnings = [text for pi in self.pis for text in
+                    (directory_warnings(pi, Path(directory)) if directory else [])]
+        warnings += [f"the board at {pi.port_path} refused {text}" for pi in self.pis
+                     for text in getattr(getattr(pi, "board", None), "refusals", [])]
+        return {"warnings": warnings, "command": list(command), "exit_code": exit_code,
                 "duration": round(duration, 3),
                 "started_monotonic": time.monotonic() - duration, "umockdev_dir": self.bus.root_dir,
                 "pis": [summarise(pi, spec) for pi, spec in zip(self.pis, self.specs)],
@@ -430,6 +296,7 @@ class HostRun:
             process.terminate()
             self._reap(process)
         self.bus.close()
+        self.scratch.cleanup()
 
 
 def _argument_parser() -> argparse.ArgumentParser:
@@ -446,6 +313,9 @@ def _argument_parser() -> argparse.ArgumentParser:
                                                          "('-' for stderr)")
     parser.add_argument("--command-timeout", type=float, default=None, metavar="SECONDS",
                         help="kill the command after this long (exit status 124)")
+    parser.add_argument("--boot-dir", metavar="DIR",
+                        help="the boot directory the boards are served from, for the report's "
+                             "warnings (default: the command's -d/--directory)")
     parser.add_argument("-q", "--quiet", action="store_true", help="no summary on stderr")
     parser.add_argument("command", nargs=argparse.REMAINDER, help="-- COMMAND [ARG...]")
     return parser
@@ -454,11 +324,13 @@ def _argument_parser() -> argparse.ArgumentParser:
 def _summary_lines(report: dict[str, Any]) -> list[str]:
     lines = []
     for pi in report["pis"]:
-        state = "finished" if pi["finished"] else f"stopped in stage {pi['stage_index']}"
+        state = ("halted" if pi["halted"] else "finished") if pi["finished"] \
+            else f"stopped in stage {pi['stage_index']}"
         lines.append(f"virtual {pi['chip']} at {pi['port']}: {state}, {len(pi['files'])} "
                      f"file(s), {len(pi['violations'])} violation(s)")
         lines += [f"  violation: {text}" for text in pi["violations"]]
     lines += [f"bridge error: {text.splitlines()[0]}" for text in report["bridge"]["errors"]]
+    lines += [f"warning: {text}" for text in report["warnings"]]
     return lines
 
 
@@ -483,7 +355,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         host.start()
         exit_code = host.run(command, args.command_timeout)
         time.sleep(0.05)  # let re-enumerations already under way land in the report
-        report = host.report(command, exit_code, time.monotonic() - started)
+        report = host.report(command, exit_code, time.monotonic() - started, args.boot_dir)
         host.close()  # unplugs the boards: after the report, whose errors then get close()'s
         report["bridge"]["errors"] = list(host.bus.errors)  # timeouts, if any
     except Failure as error:

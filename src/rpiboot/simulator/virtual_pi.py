@@ -6,6 +6,11 @@ metadata), and optionally a final function (such as the mass-storage gadget). Th
 that the host follows the protocol, records everything it receives, and reports protocol
 violations in :attr:`VirtualPi.violations` instead of raising, so tests can assert on them.
 
+Boards built from firmware roles (recovery, mass-storage-gadget, secure-boot...: requests that
+depend on the files received, a virtual OTP, several boots at one port) come from
+:func:`rpiboot.simulator.firmware_roles.virtual_board`; the gadget's disks are
+:class:`rpiboot.simulator.virtual_disk.VirtualDisk`.
+
 Bus back-ends (the in-process bus, the umockdev bridge) implement :class:`BusListener`.
 """
 
@@ -16,10 +21,12 @@ import struct
 import threading
 import time
 from dataclasses import dataclass, field
-from typing import Any, Protocol, Sequence
+from typing import Any, Callable, Iterator, Protocol, Sequence
 
 from . import descriptors
 from .script import DONE, GET_FILE_SIZE, READ_FILE, Request, done, load, metadata
+from .virtual_disk import (GADGET_MANUFACTURER, GADGET_PRODUCT, GADGET_PRODUCT_ID,
+                           GADGET_VENDOR_ID, VirtualDisk)
 
 BROADCOM = 0x0A5C
 PRODUCT_IDS = {"2835": 0x2763, "2837": 0x2764, "2711": 0x2711, "2712": 0x2712}
@@ -58,6 +65,9 @@ class RomStage:
     num_interfaces: int = 1
     serial: str | None = None
     """Serial string for the ROM enumeration; unknown on real ROMs, so none by default."""
+    check: Callable[[bytes], int] | None = None
+    """Decides the return code from the second stage received (firmware roles); overrides
+    ``return_code``."""
     return_code_size: int = 4
     """Fault knob: bytes the ROM answers the return-code read with (a faulty ROM: fewer)."""
 
@@ -69,6 +79,9 @@ class ServerStage:
     serial_index: int = 4
     stall_at_request: int | None = None
     """Index of the request read that the device never answers."""
+    role: Any = None
+    """A :class:`~rpiboot.simulator.firmware_roles.Role`: requests come from it (depending on
+    what the host sent) instead of ``requests``."""
     leave_at_request: int | None = None
     """Fault knob: at this request read the device drops off the bus and re-enumerates as the
     next stage (a file server that glitches before asking for anything)."""
@@ -76,10 +89,15 @@ class ServerStage:
 
 @dataclass
 class FinalStage:
-    vendor_id: int = 0x1D6B
-    product_id: int = 0x0104
+    """The board's last USB function, by default the mass-storage gadget (identity and disk
+    layout as upstream's mass-storage-gadget64 presents them: see :mod:`.virtual_disk`)."""
+
+    vendor_id: int = GADGET_VENDOR_ID
+    product_id: int = GADGET_PRODUCT_ID
     serial: str = ""
     serial_index: int = 0
+    disks: Sequence[VirtualDisk] = ()
+    """The gadget's disks; bus back-ends that model sysfs show them as block devices."""
 
 
 Stage = RomStage | ServerStage | FinalStage
@@ -230,6 +248,9 @@ class VirtualPi:
         self._request_cursor = 0
         self._request_reads = 0
         self._sizes: dict[bytes, int] = {}
+        self._script: Iterator[Request] | None = None
+        self.halted = False
+        """The firmware stopped (e.g. recovery.bin without recovery_reboot=1): no later stage."""
         self._bulk_bytes = 0
         self._timer: threading.Timer | None = None
 
@@ -267,7 +288,13 @@ class VirtualPi:
             return
         self._pending, self._awaiting = None, None
         self._request_cursor, self._request_reads, self._bulk_bytes = 0, 0, 0
-        self._function = self._make_function(index, self.stages[index])
+        stage = self.stages[index]
+        self._script = None
+        if isinstance(stage, ServerStage) and stage.role is not None:
+            from .firmware_roles import StageView
+
+            self._script = stage.role.requests(StageView(self, index))
+        self._function = self._make_function(index, stage)
         assert self._bus is not None
         self._bus.attach(self, self._function)
         if isinstance(self.stages[index], FinalStage):
@@ -284,6 +311,7 @@ class VirtualPi:
             strings[stage.serial_index] = stage.serial
             return UsbFunction(self, index, BROADCOM, self.product_id, stage.serial_index, 1,
                                strings)
+        strings = {1: GADGET_MANUFACTURER, 2: GADGET_PRODUCT}
         if stage.serial:
             strings[stage.serial_index] = stage.serial
         return UsbFunction(self, index, stage.vendor_id, stage.product_id, stage.serial_index, 1,
@@ -300,7 +328,11 @@ class VirtualPi:
         """Drop off the bus and come back as the next stage at the same port path."""
         self._leave_bus()
         following = self.stage_index + 1
-        if following >= len(self.stages):
+        current = self.stages[self.stage_index]
+        if isinstance(current, ServerStage) and current.role is not None and current.role.halts:
+            self.halted = True
+            self._mark_finished()
+        elif following >= len(self.stages):
             self.stage_index = following
             self._mark_finished()
         elif self.reenumerate_delay > 0:
@@ -414,8 +446,10 @@ class VirtualPi:
             self._violation(f"return code read after {kinds}")
             raise Stall("return code not ready")
         self._record("return_code_read", value=buffer_size)
-        answer = struct.pack("<i", stage.return_code)[:min(buffer_size, stage.return_code_size)]
-        if stage.return_code == 0:
+        code = stage.return_code if stage.check is None else stage.check(self.second_stage(
+            self.stage_index))
+        answer = struct.pack("<i", code)[:min(buffer_size, stage.return_code_size)]
+        if code == 0:
             self._next_stage()
         return answer
 
@@ -449,6 +483,8 @@ class VirtualPi:
         return message[:buffer_size]
 
     def _next_request(self, stage: ServerStage) -> Request | None:
+        if self._script is not None:
+            return next(self._script, None)
         while self._request_cursor < len(stage.requests):
             request = stage.requests[self._request_cursor]
             self._request_cursor += 1
@@ -493,8 +529,9 @@ class VirtualPi:
     def sizes(self) -> dict[str, int]:
         return {r.name: r.value for r in self.received if r.kind == "size"}
 
-    def second_stage(self) -> bytes:
-        return next((r.data for r in self.received if r.kind == "second_stage"), b"")
+    def second_stage(self, stage: int | None = None) -> bytes:
+        return next((r.data for r in self.received if r.kind == "second_stage"
+                     and (stage is None or r.stage == stage)), b"")
 
 
 def typical_pi(chip: str, port_numbers: Sequence[int] = (1,), *, serial: str = "0123abcd",

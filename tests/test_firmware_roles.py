@@ -1,0 +1,245 @@
+"""Firmware roles in-process: boards whose requests depend on the boot directory they get."""
+
+from __future__ import annotations
+
+import hashlib
+import struct
+from pathlib import Path
+
+import pytest
+from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import padding, rsa
+
+from rpiboot.api import boot
+from rpiboot.eeprom import image as img
+from rpiboot.errors import ExitCode
+from rpiboot.follow import block_devices
+from rpiboot.simulator import VirtualDisk
+from rpiboot.simulator.firmware_roles import role_report, virtual_board
+from rpiboot.simulator.in_process import VirtualBus
+from rpiboot.simulator.signatures import pubkey_bin, pubkey_from_pem
+
+from operator_support import Collector, fast_options
+
+
+@pytest.fixture(scope="module")
+def key() -> rsa.RSAPrivateKey:
+    return rsa.generate_private_key(public_exponent=65537, key_size=2048)
+
+
+def _pubkey(key: rsa.RSAPrivateKey) -> bytes:
+    numbers = key.public_key().public_numbers()
+    return pubkey_bin(numbers.n, numbers.e)
+
+
+def _sign(key: rsa.RSAPrivateKey, data: bytes) -> bytes:
+    return key.sign(data, padding.PKCS1v15(), hashes.SHA256())
+
+
+def _sig(data: bytes, key: rsa.RSAPrivateKey | None = None) -> bytes:
+    text = f"{hashlib.sha256(data).hexdigest()}\nts: 1700000000\n"
+    if key is not None:
+        text += f"rsa2048: {_sign(key, data).hex()}\n"
+    return text.encode()
+
+
+def _eeprom(pubkey: bytes = b"\0" * 264) -> bytes:
+    """A minimal 512 KiB EEPROM image: bootcode, pubkey.bin, bootconf.txt."""
+    out = bytearray(struct.pack(">LL", img.MAGIC, 1000) + b"\x11" * 1000)
+    for name, data in (("pubkey.bin", pubkey), (img.BOOTCONF_TXT, b"[all]\nBOOT_UART=1\n")):
+        out += b"\xff" * (img.align8(len(out)) - len(out))
+        out += img.build_file_section(name, data)
+    out += b"\xff" * (512 * 1024 - len(out))
+    return bytes(out)
+
+
+def _directory(root: Path, files: dict[str, bytes]) -> Path:
+    root.mkdir(parents=True, exist_ok=True)
+    for name, data in files.items():
+        (root / name).write_bytes(data)
+    return root
+
+
+def _boot(bus: VirtualBus, directory: Path, **options) -> tuple[ExitCode, Collector]:
+    events = Collector()
+    result = boot(fast_options(directory=directory, **options), on_event=events,
+                  transport=bus)
+    return result.exit_code, events
+
+
+def _files(pi, stage: int | None = None) -> list[str]:
+    return [r.name for r in pi.received if r.kind == "file" and r.value
+            and (stage is None or r.stage == stage)]
+
+
+def _acked(pi) -> dict[str, str]:
+    pairs = [r.name[1:].split("*", 1) for r in pi.received if r.kind == "ack"
+             and r.name.startswith("*")]
+    return dict(pairs)
+
+
+def _recovery_dir(root: Path, config: bytes = b"", image: bytes | None = None,
+                  sig: bytes | None = None) -> Path:
+    image = _eeprom() if image is None else image
+    files = {"bootcode4.bin": b"recovery.bin " * 50, "bootcode5.bin": b"recovery5 " * 50,
+             "config.txt": config, "pieeprom.bin": image,
+             "pieeprom.sig": _sig(image) if sig is None else sig}
+    return _directory(root, files)
+
+
+def test_recovery_flashes_a_matching_image_and_stops(tmp_path: Path) -> None:
+    directory = _recovery_dir(tmp_path / "recovery", b"uart_2ndstage=1\n")
+    pi = virtual_board("2711", (3,), ["recovery"])
+    code, _ = _boot(VirtualBus([pi]), directory)
+    assert code == ExitCode.OK and pi.violations == []
+    assert _files(pi) == ["config.txt", "pieeprom.sig", "pieeprom.bin"]
+    image = (directory / "pieeprom.bin").read_bytes()
+    assert pi.board.eeprom_sha256 == hashlib.sha256(image).hexdigest()
+    assert _acked(pi)["EEPROM_UPDATE"] == "success"
+    assert _acked(pi)["EEPROM_HASH"] == pi.board.eeprom_sha256
+    assert pi.halted  # no recovery_reboot=1: recovery.bin stops
+    assert role_report(pi)["stages"][0]["never_received"] == []
+
+
+def test_recovery_refuses_an_image_whose_sig_does_not_match(tmp_path: Path) -> None:
+    directory = _recovery_dir(tmp_path / "r", sig=_sig(b"another image"))
+    pi = virtual_board("2711", (3,), ["recovery"])
+    _boot(VirtualBus([pi]), directory)
+    assert pi.board.eeprom_sha256 is None
+    assert _acked(pi)["EEPROM_UPDATE"] == "failed"
+    assert "does not match" in pi.board.refusals[0]
+
+
+def test_recovery_metadata_off_and_missing_image_reported(tmp_path: Path) -> None:
+    directory = _recovery_dir(tmp_path / "r", b"recovery_metadata=0\n")
+    (directory / "pieeprom.bin").unlink()
+    pi = virtual_board("2712", (2,), ["recovery5"])
+    code, _ = _boot(VirtualBus([pi]), directory)
+    assert code == ExitCode.OK
+    assert _acked(pi) == {}
+    assert role_report(pi)["stages"][0]["never_received"] == ["pieeprom.bin"]
+    assert any("nothing flashed" in text for text in pi.board.events)
+
+
+def test_eeprom_then_reentry_then_gadget_with_disk(tmp_path: Path) -> None:
+    """What the provisioning pipeline does: recovery (recovery_reboot=1), the ROM again at the
+    same port, then mass-storage-gadget64 and the disk below the port."""
+    recovery = _recovery_dir(tmp_path / "recovery", b"recovery_reboot=1\n")
+    gadget = _directory(tmp_path / "msg", {"bootcode4.bin": b"bootloader " * 80,
+                                           "config.txt": b"boot_ramdisk=1\n",
+                                           "boot.img": b"FAT ramdisk " * 500})
+    disk = VirtualDisk(tmp_path / "emmc.img", 1 << 20)
+    pi = virtual_board("2711", (3,), ["recovery", "mass-storage-gadget"], disks=[disk])
+    bus = VirtualBus([pi], sysfs_root=tmp_path / "sys", dev_root=tmp_path / "dev")
+    assert _boot(bus, recovery)[0] == ExitCode.OK
+    assert not pi.halted and pi.stage_index == 2  # back in the ROM
+    code, events = _boot(bus, gadget, follow=3.0, sysfs_root=tmp_path / "sys")
+    assert code == ExitCode.OK and pi.violations == []
+    assert _files(pi, 3) == ["config.txt", "boot.img"]
+    assert events.of("device_followed")[0].data["block_devices"] == ["sda"]
+    assert block_devices(tmp_path / "sys", "1-3") == ["sda"]
+
+
+def test_gadget_without_boot_ramdisk_never_becomes_the_gadget(tmp_path: Path) -> None:
+    directory = _directory(tmp_path / "d", {"bootcode4.bin": b"b" * 100, "config.txt": b"# none\n",
+                                            "boot.img": b"ramdisk"})
+    pi = virtual_board("2711", (3,), ["mass-storage-gadget"])
+    _boot(VirtualBus([pi]), directory)
+    assert pi.halted and "boot.img" not in _files(pi)
+    assert role_report(pi)["stages"][0]["never_received"] == ["boot.img"]
+    assert role_report(pi)["stages"][0]["never_requested"] == ["boot.img"]
+
+
+def _secure_dir(root: Path, key: rsa.RSAPrivateKey | None, signed_with=None) -> Path:
+    ramdisk = b"signed ramdisk " * 300
+    files = {"bootcode4.bin": b"b" * 100, "config.txt": b"boot_ramdisk=1\n",
+             "boot.img": ramdisk}
+    if signed_with is not None:
+        files["boot.sig"] = _sig(ramdisk, signed_with)
+    return _directory(root, files)
+
+
+@pytest.mark.parametrize("signer", ["right", "wrong", "unsigned"])
+def test_secure_board_checks_boot_img(tmp_path: Path, key: rsa.RSAPrivateKey,
+                                      signer: str) -> None:
+    other = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    signed_with = {"right": key, "wrong": other, "unsigned": None}[signer]
+    directory = _secure_dir(tmp_path / "d", key, signed_with)
+    pubkey = _pubkey(key)
+    pi = virtual_board("2711", (3,), ["secure-boot"], eeprom_pubkey=pubkey,
+                       otp_key_hash=hashlib.sha256(pubkey).hexdigest())
+    _boot(VirtualBus([pi]), directory)
+    if signer == "right":
+        assert not pi.halted and pi.stage_index == 2 and pi.board.refusals == []
+    else:
+        assert pi.halted and "boot.img" in pi.board.refusals[0]
+
+
+def test_2712_rom_refuses_bootcode5_not_countersigned(tmp_path: Path,
+                                                      key: rsa.RSAPrivateKey) -> None:
+    pubkey = _pubkey(key)
+    payload = b"bootcode5 " * 100 + struct.pack("<III", 1000, 0, 0)
+    signed = payload + _sign(key, payload) + pubkey
+    for name, bootcode, accepted in (("plain", b"bootcode5 " * 100, False),
+                                     ("signed", signed, True)):
+        directory = _secure_dir(tmp_path / name, key, key)
+        (directory / "bootcode5.bin").write_bytes(bootcode)
+        pi = virtual_board("2712", (2,), ["secure-boot"], eeprom_pubkey=pubkey,
+                           otp_key_hash=hashlib.sha256(pubkey).hexdigest())
+        code, _ = _boot(VirtualBus([pi]), directory)
+        assert (code == ExitCode.OK) is accepted, name
+        assert bool(pi.board.refusals) is not accepted
+
+
+def test_program_pubkey_secures_later_boots(tmp_path: Path, key: rsa.RSAPrivateKey) -> None:
+    pubkey = _pubkey(key)
+    image = _eeprom(pubkey)
+    recovery = _recovery_dir(tmp_path / "r", b"program_pubkey=1\nrecovery_reboot=1\n", image,
+                             _sig(image, key))
+    unsigned = _secure_dir(tmp_path / "msg", key, None)
+    payload = b"bootcode5 " * 100 + struct.pack("<III", 1000, 0, 0)
+    (unsigned / "bootcode5.bin").write_bytes(payload + _sign(key, payload) + pubkey)
+    pi = virtual_board("2712", (2,), ["recovery5", "secure-boot"])
+    bus = VirtualBus([pi])
+    _boot(bus, recovery)
+    assert pi.board.otp.customer_key_hash == hashlib.sha256(pubkey).hexdigest()
+    assert pi.board.eeprom_pubkey == pubkey and pi.board.refusals == []
+    _boot(bus, unsigned)
+    assert pi.halted and _files(pi, 3) == ["config.txt", "boot.img"]
+    assert pi.board.refusals == ["boot.img: unsigned (no boot.sig with an rsa2048 signature)"]
+
+
+def test_pem_keys_read_without_cryptography(key: rsa.RSAPrivateKey) -> None:
+    from cryptography.hazmat.primitives import serialization
+
+    for pem in (key.public_key().public_bytes(serialization.Encoding.PEM,
+                                              serialization.PublicFormat.SubjectPublicKeyInfo),
+                key.private_bytes(serialization.Encoding.PEM,
+                                  serialization.PrivateFormat.TraditionalOpenSSL,
+                                  serialization.NoEncryption())):
+        assert pubkey_from_pem(pem) == _pubkey(key)
+
+
+def test_unknown_role_and_wrong_chip() -> None:
+    with pytest.raises(ValueError, match="unknown role"):
+        virtual_board("2711", (1,), ["flash-everything"])
+    with pytest.raises(ValueError, match="BCM2712"):
+        virtual_board("2711", (1,), ["recovery5"])
+
+
+@pytest.mark.parametrize("chip, second, files", [
+    ("2837", "bootcode.bin", ["start.elf"]),
+    ("2711", "bootcode4.bin", ["config.txt", "start4.elf"]),
+])
+def test_msd_ends_as_mass_storage(tmp_path: Path, chip: str, second: str,
+                                  files: list[str]) -> None:
+    directory = _directory(tmp_path / "msd", {second: b"msd " * 100, "config.txt": b"# msd\n",
+                                              "start.elf": b"s" * 500, "start4.elf": b"4" * 500})
+    disk = VirtualDisk(tmp_path / "sd.img", 1 << 20)
+    pi = virtual_board(chip, (4,), ["msd"], disks=[disk])
+    bus = VirtualBus([pi], sysfs_root=tmp_path / "sys", dev_root=tmp_path / "dev")
+    code, events = _boot(bus, directory, follow=3.0, sysfs_root=tmp_path / "sys")
+    assert code == ExitCode.OK and _files(pi) == files
+    assert events.of("device_followed")[0].data["block_devices"] == ["sda"]
+    with pytest.raises(ValueError, match="not BCM2712"):
+        virtual_board("2712", (4,), ["msd"])
