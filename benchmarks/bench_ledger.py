@@ -42,7 +42,7 @@ def provision(target: str, station: str, boards: int, barrier, results) -> None:
     from rpiboot.provision.ledger import open_ledger
     ledger = open_ledger(target, station=station)
     durations = []
-    barrier.wait()
+    barrier.wait(timeout=120)
     for index in range(boards):
         began = time.perf_counter()
         serial = f"{station}-{index:04d}"
@@ -107,7 +107,7 @@ def pipeline_station(root: Path, profile: Path, target: str, station: str, board
     base.Ledger._transaction = timed
     pis = [board("2712", port, f"{station[-1]}{port:07x}", root / f"disk{port}.img", 4 << 20)
            for port in range(1, boards + 1)]
-    barrier.wait()
+    barrier.wait(timeout=120)
     began = time.perf_counter()
     run = run_virtual(root, profile, pis, ledger=target, station=station, gather=0.2)
     wall = time.perf_counter() - began

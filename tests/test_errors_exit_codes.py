@@ -128,12 +128,26 @@ def test_no_device_within_timeout_is_4(boot_dir: Path, monkeypatch: pytest.Monke
     assert "no Raspberry Pi" in err or "no device" in err.lower()
 
 
-def test_metadata_directory_missing_is_3(boot_dir: Path, tmp_path: Path,
-                                         monkeypatch: pytest.MonkeyPatch,
-                                         capsys: pytest.CaptureFixture[str]) -> None:
+def test_metadata_directory_missing_is_created(boot_dir: Path, tmp_path: Path,
+                                               monkeypatch: pytest.MonkeyPatch,
+                                               capsys: pytest.CaptureFixture[str]) -> None:
+    pi = typical_pi("2711", serial="10000000abcdef01", meta={"MAC_ADDR": "d8:3a:dd:00:00:01"})
+    target = tmp_path / "absent" / "deeper"
+    code, _, err = run_cli(monkeypatch, capsys, [pi], ["-d", str(boot_dir), "-j", str(target)]
+                           + FAST_CLI)
+    assert code == 0, err
+    assert [p.name for p in target.iterdir()] == ["10000000abcdef01.json"]
+
+
+def test_metadata_directory_that_cannot_be_created_is_3(boot_dir: Path, tmp_path: Path,
+                                                        monkeypatch: pytest.MonkeyPatch,
+                                                        capsys: pytest.CaptureFixture[str]) -> None:
+    (tmp_path / "a-file").write_text("in the way")
     code, _, err = run_cli(monkeypatch, capsys, [typical_pi("2711")],
-                           ["-d", str(boot_dir), "-j", str(tmp_path / "absent")] + FAST_CLI)
+                           ["-d", str(boot_dir), "-j", str(tmp_path / "a-file" / "meta")]
+                           + FAST_CLI)
     assert code == 3
+    assert "cannot create metadata directory" in err and err.count("\n") == 1
 
 
 def test_worst_outcome_wins_with_several_devices(boot_dir: Path) -> None:

@@ -4,6 +4,7 @@ from device-supplied serial numbers that can neither escape the directory nor co
 from __future__ import annotations
 
 import json
+import os
 import string
 from pathlib import Path
 
@@ -122,7 +123,8 @@ def test_json_escapes_hostile_values() -> None:
 
 HOSTILE_SERIALS = ["../../etc/x", "/abs", "a/b", "a_b", "", "x" * 300, "ctl\x01\n\x7f", 'q"uote',
                    ".", "..", ".hidden", "C:\\win", "nul\0byte", "é-unicode", "a" * 64,
-                   "a" * 65, "10000000d3adb33f"]
+                   "a" * 65, "10000000d3adb33f", "-rf", "--help", "CON", "nul", "com1", "LPT9.txt",
+                   "aux.json", "-"]
 
 
 @pytest.mark.parametrize("serial", HOSTILE_SERIALS)
@@ -131,7 +133,7 @@ def test_metadata_file_stays_in_directory(tmp_path: Path, serial: str) -> None:
     directory.mkdir()
     record = MetadataRecord()
     record.add("MAC_ADDR", "x")
-    path = record.write(directory, serial)
+    path = record.write(directory, serial).path
     assert path.parent == directory
     assert path.resolve().parent == directory.resolve()
     assert path.name.endswith(".json") and not path.name.startswith(".")
@@ -230,3 +232,41 @@ def test_metadata_is_not_written_without_j(boot_dir: Path, tmp_path: Path) -> No
     run = run_boot([pi], fast_options(boot_dir))
     assert run.exit_code == 0
     assert not run.events.of("metadata_json") and not run.events.of("metadata_written")
+
+
+# --- issue 12: names, permissions, never losing a record -----------------------------------------
+
+@pytest.mark.parametrize("serial", ["-rf", "--help", "-", "CON", "nul", "com1", "LPT9.txt",
+                                    "aux.json", "Com¹"])
+def test_serial_file_names_are_neither_options_nor_windows_devices(serial: str) -> None:
+    stem = safe_file_stem(serial)
+    assert not stem.startswith(("-", "."))
+    assert stem.split(".")[0].upper() not in {"CON", "PRN", "AUX", "NUL", "COM1", "LPT9",
+                                              "COM¹"}
+
+
+@pytest.mark.parametrize("umask, mode", [(0o022, 0o644), (0o077, 0o600), (0o002, 0o664)])
+def test_metadata_file_mode_follows_the_umask(tmp_path: Path, umask: int, mode: int) -> None:
+    record = MetadataRecord()
+    record.add("MAC_ADDR", "x")
+    old = os.umask(umask)
+    try:
+        path = record.write(tmp_path, "10000000d3adb33f").path
+    finally:
+        os.umask(old)
+    assert path.stat().st_mode & 0o777 == mode
+
+
+def test_a_second_record_with_the_same_serial_never_replaces_the_first(tmp_path: Path) -> None:
+    genuine, impostor = MetadataRecord(), MetadataRecord()
+    genuine.add("MAC_ADDR", "d8:3a:dd:00:00:01")
+    impostor.add("MAC_ADDR", "d8:3a:dd:66:66:66")
+    first = genuine.write(tmp_path, "abc")
+    second = impostor.write(tmp_path, "abc")
+    assert first.path.name == "abc.json" and first.conflict is None
+    assert second.path.name == "abc-2.json" and second.conflict == first.path
+    assert json.loads(first.path.read_text())["MAC_ADDR"].endswith("01")
+    assert json.loads(second.path.read_text())["MAC_ADDR"].endswith("66")
+    again = genuine.write(tmp_path, "abc")  # the same board again: same file, no conflict
+    assert again.path == first.path and again.conflict is None
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["abc-2.json", "abc.json"]

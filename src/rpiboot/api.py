@@ -1,6 +1,7 @@
 """The Python API: boot devices from a program, with a callback for every event.
 
     import sys
+from pathlib import Path
     from pathlib import Path
     from rpiboot import BootOptions, boot
 
@@ -22,11 +23,12 @@ Without ``transport`` the real USB bus is used through libusb; pass a
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 from . import __version__
 from .errors import BootDirectoryError, UsbUnavailableError
 from .events import Event, EventSink, event
-from .file_source import check_boot_directory
+from .file_source import check_boot_directory, check_default_directories
 from .manager import DeviceManager, RunResult
 from .options import BootOptions
 from .transport import Transport, UsbUnavailable
@@ -55,8 +57,10 @@ def boot(options: BootOptions | None = None, *, on_event: EventSink | None = Non
     emit = _guarded(on_event)
     if options.directory is not None:
         check_boot_directory(options.directory, signed=options.signed)
-    if options.metadata_dir is not None and not options.metadata_dir.is_dir():
-        raise BootDirectoryError(f"metadata directory '{options.metadata_dir}' does not exist")
+    else:
+        check_default_directories()
+    if options.metadata_dir is not None:
+        _make_metadata_directory(options.metadata_dir)
     owned = transport is None
     if transport is None:
         transport = _open_libusb(libusb)
@@ -69,6 +73,15 @@ def boot(options: BootOptions | None = None, *, on_event: EventSink | None = Non
         # A worker left inside a transfer still uses the transport; the process exit ends it.
         if owned and not manager.workers_alive():
             transport.close()
+
+
+def _make_metadata_directory(directory: Path) -> None:
+    """-j DIR: created (with its parents) when missing, as a user writing -j out/ expects."""
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise BootDirectoryError(f"cannot create metadata directory '{directory}': "
+                                 f"{error.strerror or error}") from None
 
 
 def _guarded(callback: EventSink | None) -> EventSink:

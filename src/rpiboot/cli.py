@@ -6,7 +6,6 @@ Exit statuses are listed in :class:`rpiboot.errors.ExitCode` and the README.
 from __future__ import annotations
 
 import argparse
-import re
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Sequence
@@ -15,13 +14,12 @@ if TYPE_CHECKING:
     from typing import NoReturn
     from .transport import Transport
 
-from . import __version__
+from . import __version__, stop_signals
 from .errors import ExitCode, RpibootError, UsageError
 from .events import EventSink
+from .option_checks import check_conflicts, check_numbers, normalise
 from .options import BootOptions
-from .output import JsonReporter, PlainReporter
-
-_PORT_FLAG = re.compile(r"^-(\d+)$")
+from .output import JsonReporter, PlainReporter, banner
 
 DESCRIPTION = """\
 Boot a Raspberry Pi in USB device mode, either straight into a mass storage device or from the
@@ -31,8 +29,9 @@ boot files in a directory. To flash the default bootloader EEPROM of a Compute M
 EXIT_STATUS_HELP = """\
 exit status: 0 every device completed; 2 usage; 3 boot directory problem; 4 no device within
 --timeout; 5 transfer or protocol failure (also --follow timeout); 6 device refused the second
-stage; 7 permission denied; 8 libusb not loadable; 130 interrupted. With several devices the
-worst one wins. The --json events are described in docs/events.md."""
+stage; 7 permission denied; 8 libusb not loadable; 9 -j DIR met two different records for one
+serial; 130 Ctrl-C, 143 SIGTERM, 129 SIGHUP (the summary is still printed). With several
+devices the worst one wins. The --json events are described in docs/events.md."""
 
 
 class _Parser(argparse.ArgumentParser):
@@ -127,7 +126,9 @@ def _add_timing_options(ours: argparse._ArgumentGroup) -> None:
                       help="pause between retries (upstream: 1 s, forever; default 0.05, "
                            "bounded by --retries)")
     ours.add_argument("--retries", type=int, default=5, metavar="N",
-                      help="attempts for a failing open or request read (default 5)")
+                      help="attempts for a failing open or request read, and for a board that "
+                           "fails (leaves the bus, stalls) and comes back at its port within "
+                           "--reenumerate-timeout (default 5)")
     ours.add_argument("--reenumerate-timeout", type=float, default=10.0, metavar="SECONDS",
                       help="how long a device may take to come back after the second stage "
                            "(default 10)")
@@ -137,21 +138,16 @@ def _add_timing_options(ours: argparse._ArgumentGroup) -> None:
                       help="bytes per bulk transfer (default 262144; upstream sends 16384)")
     ours.add_argument("--demo", action="store_true",
                       help="boot built-in virtual Raspberry Pis from a demo directory")
-
-
-def _normalise(argv: Sequence[str]) -> list[str]:
-    """Upstream's -0 ... -98 become --port N."""
-    result: list[str] = []
-    for argument in argv:
-        match = _PORT_FLAG.match(argument)
-        result += ["--port", match.group(1)] if match else [argument]
-    return result
+    ours.add_argument("--fetch-boot-files", nargs="?", const="", metavar="DIR",
+                      help="download usbboot's boot directories (pinned, checked) into DIR "
+                           "(default: the user data directory, where plain rpiboot finds them)")
 
 
 def parse_options(argv: Sequence[str]) -> tuple[argparse.Namespace, BootOptions]:
     parser = build_parser()
-    args = parser.parse_args(_normalise(argv))
-    _check_conflicts(parser, args)
+    args = parser.parse_args(normalise(argv))
+    check_numbers(parser, args)
+    check_conflicts(parser, args)
     options = BootOptions(
         directory=args.directory, overlay=args.overlay, loop=args.loop, signed=args.signed,
         port_number=args.port_number, port_path=args.port_path, serial=args.serial,
@@ -165,38 +161,13 @@ def parse_options(argv: Sequence[str]) -> tuple[argparse.Namespace, BootOptions]
     return args, options
 
 
-def _check_conflicts(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
-    if args.overlay and args.directory is None:
-        parser.error("-o/--overlay needs -d DIR")
-    if args.port_number is not None and args.port_path is not None:
-        parser.error("a port number (-0 ... -98) and -p PATH exclude each other")
-    if args.port_number is not None and not 0 <= args.port_number <= 98:
-        parser.error("the port number must be 0 to 98")
-    if args.delay <= 0:
-        parser.error("-m needs a positive number of microseconds")
-    if args.retries < 1:
-        parser.error("--retries must be at least 1")
-    if not 512 <= args.chunk_size <= 16 * 1024 * 1024:
-        parser.error("--chunk-size must be 512 to 16777216 bytes")
-    actions = [name for name in ("list", "udev_rule", "install_udev_rule", "demo")
-               if getattr(args, name)]
-    if len(actions) > 1 and actions != ["list", "demo"]:
-        parser.error(" and ".join("--" + name.replace("_", "-") for name in actions)
-                     + " exclude each other")
-    for name in ("timeout", "run_timeout", "open_delay", "return_code_delay", "close_delay",
-                 "retry_delay", "reenumerate_timeout", "stall_timeout", "follow"):
-        value = getattr(args, name)
-        if value is not None and value < 0:
-            parser.error(f"--{name.replace('_', '-')} cannot be negative")
-
-
 def make_reporter(args: argparse.Namespace) -> EventSink:
     """--json: JSON lines; a terminal: the live view; otherwise upstream's plain lines."""
     if args.json:
         return JsonReporter()
     if not args.plain and _is_terminal(sys.stdout):
         from .live_view import LiveView
-        return LiveView(verbose=args.verbose)
+        return LiveView(verbose=args.verbose, loop=args.loop)
     return PlainReporter(verbose=args.verbose)
 
 
@@ -212,19 +183,23 @@ def main(argv: Sequence[str] | None = None, *, transport: "Transport | None" = N
     arguments = list(sys.argv[1:] if argv is None else argv)
     args, options = parse_options(arguments)
     if args.version:
-        print(f"RPIBOOT: pkg-version {__version__} (rpiboot for Python)")
+        print(banner(__version__))
         return ExitCode.OK
+    restore_signals = stop_signals.install()
     try:
         if args.udev_rule or args.install_udev_rule:
             return _udev(args)
         if args.list:
             return _list(args, transport)
+        if args.fetch_boot_files is not None:
+            return _fetch_boot_files(args.fetch_boot_files)
         return _boot(args, options, transport)
     except RpibootError as error:
         return _report_error(error, args)
-    except KeyboardInterrupt:
-        return ExitCode.INTERRUPTED
+    except KeyboardInterrupt as stop:
+        return _report_error(stop_signals.interruption(stop), args)
     finally:
+        restore_signals()
         _silence_closed_stdout()
 
 
@@ -256,8 +231,8 @@ def _udev(args: argparse.Namespace) -> int:
     from . import udev
     if args.udev_rule:
         sys.stdout.write(udev.udev_rule(args.group))
-        print(f"# Install: rpiboot --udev-rule | sudo tee {udev.RULES_PATH} && sudo udevadm "
-              f"control --reload-rules && sudo udevadm trigger", file=sys.stderr)
+        print(f"# Install: {udev.own_command()} --udev-rule | sudo tee {udev.RULES_PATH} && sudo "
+              f"udevadm control --reload-rules && sudo udevadm trigger", file=sys.stderr)
         return ExitCode.OK
     confirm = None if args.yes else _ask
     udev.install_udev_rule(args.group, confirm=confirm)
@@ -299,6 +274,12 @@ def _list(args: argparse.Namespace, transport: "Transport | None") -> int:
     else:
         for line in format_table(devices):
             print(line)
+    return ExitCode.OK
+
+
+def _fetch_boot_files(directory: str) -> int:
+    from .boot_files import fetch_boot_files, text_progress
+    fetch_boot_files(Path(directory) if directory else None, progress=text_progress())
     return ExitCode.OK
 
 

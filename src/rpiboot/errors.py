@@ -16,13 +16,17 @@ class ExitCode(enum.IntEnum):
     REFUSED = 6
     PERMISSION = 7
     USB_UNAVAILABLE = 8
+    DUPLICATE_SERIAL = 9
+    HANGUP = 129
     INTERRUPTED = 130
+    TERMINATED = 143
 
 
 # Worst first: the order in which outcomes win when several devices end differently.
 _SEVERITY = [ExitCode.USB_UNAVAILABLE, ExitCode.PERMISSION, ExitCode.BOOT_DIRECTORY,
-             ExitCode.REFUSED, ExitCode.TRANSFER, ExitCode.NO_DEVICE, ExitCode.INTERRUPTED,
-             ExitCode.USAGE, ExitCode.OK]
+             ExitCode.REFUSED, ExitCode.TRANSFER, ExitCode.DUPLICATE_SERIAL, ExitCode.NO_DEVICE,
+             ExitCode.TERMINATED, ExitCode.HANGUP, ExitCode.INTERRUPTED, ExitCode.USAGE,
+             ExitCode.OK]
 
 
 def worst(codes: "list[ExitCode]") -> ExitCode:
@@ -44,6 +48,11 @@ class UsageError(RpibootError):
 class BootDirectoryError(RpibootError):
     code = "boot_directory"
     exit_code = ExitCode.BOOT_DIRECTORY
+
+
+class DownloadError(BootDirectoryError):
+    """--fetch-boot-files: a file could not be downloaded or did not match its digest."""
+    code = "download"
 
 
 class NoDeviceError(RpibootError):
@@ -90,5 +99,29 @@ class UsbUnavailableError(RpibootError):
 
 
 class Interrupted(RpibootError):
+    """Ctrl-C (SIGINT). The stop signals have their own codes below."""
+
     code = "interrupted"
     exit_code = ExitCode.INTERRUPTED
+
+
+class Terminated(Interrupted):
+    """SIGTERM: systemd stopping a unit, ``timeout``, a CI runner."""
+
+    code = "terminated"
+    exit_code = ExitCode.TERMINATED
+
+
+class HungUp(Interrupted):
+    """SIGHUP: the controlling terminal went away."""
+
+    code = "hangup"
+    exit_code = ExitCode.HANGUP
+
+
+class DuplicateSerialWarning(RpibootError):
+    """-j DIR: a device reported the serial of another device's record (an impostor, or a
+    changed board); both records are kept, and the run's exit status says so."""
+
+    code = "duplicate_serial"
+    exit_code = ExitCode.DUPLICATE_SERIAL

@@ -19,6 +19,7 @@ COMMON = {"event": "str", "time": "number"}
 DEVICE_SUMMARY = {
     "port": "str", "chip": "str", "serial": "str?", "stages": "list", "files": "int",
     "bytes": "int", "seconds": "number", "result": "str", "error": "str?", "final": "dict?",
+    "warning": "str?", "board": "dict?",
 }
 """One device in ``summary.devices`` (and the fields of ``device_done``, without ``port``)."""
 
@@ -26,13 +27,14 @@ EVENT_SCHEMA: dict[str, dict[str, str]] = {
     # the run
     "start": {"version": "str", "directory": "str?"},
     "waiting": {"message": "str"},
-    "summary": {"devices": "list", "exit_code": "int"},
+    "summary": {"devices": "list", "ignored": "list", "exit_code": "int"},
     "error": {"code": "str", "message": "str", "exit_code": "int"},
     "notice": {"port": "str", "message": "str"},
+    "demo_result": {"ok": "bool", "problems": "list", "exit_code": "int", "message": "str"},
     # one device
     "device_arrived": {"port": "str", "chip": "str", "stage": "str", "serial_index": "int",
                        "bus": "int", "address": "int", "speed": "str", "interfaces": "int"},
-    "device_ignored": {"port": "str", "reason": "str"},
+    "device_ignored": {"port": "str", "chip": "str", "reason": "str"},
     "stage_started": {"port": "str", "stage": "str", "chip": "str", "file": "str",
                       "serial": "str?"},
     "file_loaded": {"port": "str", "name": "str", "origin": "str", "source": "str",
@@ -48,9 +50,12 @@ EVENT_SCHEMA: dict[str, dict[str, str]] = {
     "metadata": {"port": "str", "key": "str", "value": "str"},
     "metadata_json": {"port": "str", "json": "str"},
     "metadata_written": {"port": "str", "path": "str"},
+    "metadata_conflict": {"port": "str", "serial": "str?", "path": "str", "existing": "str"},
     "stage_done": {"port": "str", "stage": "str"},
     "device_done": {k: v for k, v in DEVICE_SUMMARY.items()},
     "device_failed": {"port": "str", "code": "str", "message": "str", "exit_code": "int"},
+    "device_retrying": {"port": "str", "code": "str", "message": "str", "attempt": "int",
+                        "attempts": "int", "wait": "number"},
     "device_followed": {"port": "str", "vendor_id": "int", "product_id": "int",
                         "usb_id": "str", "block_devices": "list", "seconds": "number"},
     # rpiboot --list --json
@@ -68,7 +73,8 @@ OPTIONAL_FIELDS: dict[str, set[str]] = {
 ERROR_CODES = {
     "usage": 2, "boot_directory": 3, "no_device": 4, "transfer": 5, "device_gone": 5,
     "stalled": 5, "protocol": 5, "follow_timeout": 5, "refused": 6, "permission": 7,
-    "usb_unavailable": 8, "interrupted": 130, "error": 5,
+    "usb_unavailable": 8, "duplicate_serial": 9, "interrupted": 130, "terminated": 143,
+    "hangup": 129, "error": 5, "download": 3,
 }
 """Every stable ``code`` of ``error`` / ``device_failed`` / summary ``error`` and its exit status."""
 
@@ -117,7 +123,7 @@ def validate(item: dict[str, Any]) -> list[str]:
                 continue
             problems += _check_fields(f"summary.devices[{index}]", device, DEVICE_SUMMARY,
                                       set())
-    for name in ("code", "error"):
+    for name in ("code", "error", "warning"):
         code = item.get(name)
         if kind in ("error", "device_failed", "device_done") and isinstance(code, str) \
                 and code not in ERROR_CODES:

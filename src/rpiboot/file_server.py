@@ -10,15 +10,21 @@ import time
 from typing import TYPE_CHECKING
 
 from . import protocol
-from .errors import ProtocolError, StalledError, TransferError
+from .errors import DuplicateSerialWarning, ProtocolError, StalledError, TransferError
 from .events import event
 from .file_source import BootFiles, OpenFile, refusal_reason
 from .link import Link, progress_reporter
+from .board_info import decode_board
 from .metadata import MetadataRecord
 from .transport import DeviceGone, TransferTimeout, UsbError
 
 if TYPE_CHECKING:
     from .session import DeviceSession
+
+
+class LeftBeforeAsking(Exception):
+    """A file server left the bus before sending a single request: not a finished stage
+    (a glitching board that comes back at once must still be served)."""
 
 
 class FileServer:
@@ -31,6 +37,8 @@ class FileServer:
         self.files = files
         self.metadata = MetadataRecord()
         self.pending: OpenFile | None = None
+        self.asked = False
+        """Whether the device sent any request in this enumeration."""
         """The file the last GetFileSize opened, kept for the ReadFile that follows."""
 
     def serve(self) -> None:
@@ -47,11 +55,14 @@ class FileServer:
     def _serve_requests(self) -> None:
         while True:
             raw = self._next_message()
+            if raw is None and not self.asked:
+                raise LeftBeforeAsking()
             if raw is None:
                 self.session.emit(event("notice", self.session.port, message="device left the "
                                         "bus without a Done message; treating the stage as "
                                         "finished"))
                 return
+            self.asked = True
             if self._handle(protocol.parse_file_message(raw)):
                 return
 
@@ -151,7 +162,6 @@ class FileServer:
             except OSError as error:
                 raise TransferError(f"cannot read {opened.resolved.origin}: {error}") from None
         self.session.files_served += 1
-        self.session.bytes_sent += sent
         self.session.emit(event("file_served", port, name=name, size=sent,
                                 seconds=round(time.monotonic() - began, 6)))
 
@@ -171,6 +181,9 @@ class FileServer:
     def _finish_metadata(self) -> None:
         for problem in self.metadata.problems:
             self.session.emit(event("notice", self.session.port, message=problem))
+        board = decode_board(self.metadata.values)
+        if board is not None:
+            self.session.board = board.to_dict()
         if not (self.options.metadata and self.metadata):
             return
         port = self.session.port
@@ -178,11 +191,17 @@ class FileServer:
             self.session.emit(event("metadata_json", port, json=self.metadata.to_json()))
             return
         try:
-            path = self.metadata.write(self.options.metadata_dir, self.session.serial or port)
+            written = self.metadata.write(self.options.metadata_dir, self.session.serial or port)
         except OSError as error:
             self.session.emit(event("notice", port, message=f"Failed to create metadata file "
                                     f"in {self.options.metadata_dir}: {error}; writing to "
                                     f"stdout instead"))
             self.session.emit(event("metadata_json", port, json=self.metadata.to_json()))
             return
-        self.session.emit(event("metadata_written", port, path=str(path)))
+        if written.conflict is not None:
+            self.session.warn(DuplicateSerialWarning(
+                f"another device with serial {self.session.serial!r} has a different record "
+                f"in {written.conflict}; kept it and wrote this one to {written.path}"))
+            self.session.emit(event("metadata_conflict", port, serial=self.session.serial,
+                                    path=str(written.path), existing=str(written.conflict)))
+        self.session.emit(event("metadata_written", port, path=str(written.path)))

@@ -26,20 +26,26 @@ class Link:
     options: BootOptions
     check_cancelled: Callable[[], None] = lambda: None
     """Raises when the run has given up on the device; called between transfers."""
+    count_sent: Callable[[int], None] = lambda _count: None
+    """Told every byte of data the device accepted, as it is accepted (so an interrupted
+    transfer is counted as far as it went)."""
 
     @classmethod
     def for_device(cls, handle: DeviceHandle, info: DeviceInfo, options: BootOptions,
-                   check_cancelled: Callable[[], None] = lambda: None) -> "Link":
+                   check_cancelled: Callable[[], None] = lambda: None,
+                   count_sent: Callable[[int], None] = lambda _count: None) -> "Link":
         # Some BCM2837 ROMs present mass storage first: the vendor interface is then 1, OUT 3.
         interface, endpoint = (0, 1) if info.num_interfaces == 1 else (1, 3)
         handle.claim_interface(interface)
-        return cls(handle, endpoint, options, check_cancelled)
+        return cls(handle, endpoint, options, check_cancelled, count_sent)
 
     def write(self, length: int, chunks: Iterable[bytes],
-              progress: Callable[[int], None] | None = None) -> int:
+              progress: Callable[[int], None] | None = None, *, counted: bool = True) -> int:
         """Announce ``length`` bytes with a control OUT, then send them by bulk OUT.
 
-        ``progress`` is called with the bytes sent so far after every bulk transfer."""
+        ``progress`` is called with the bytes sent so far after every bulk transfer; unless
+        ``counted`` is False (the boot message), each accepted byte is reported to
+        ``count_sent``."""
         self.handle.vendor_out(*protocol.split_length(length), self.options.control_timeout)
         sent = 0
         for chunk in chunks:
@@ -50,6 +56,8 @@ class Link:
                 if accepted <= 0:
                     raise TransferError(f"device accepted no data after {sent} of {length} bytes")
                 sent += accepted
+                if counted:
+                    self.count_sent(accepted)
                 view = view[accepted:]
                 if progress is not None:
                     progress(sent)

@@ -28,7 +28,8 @@ class ListedDevice:
     address: int
     speed: str
     serial: str | None
-    """None when the device has no serial string (boot ROMs) or it could not be read."""
+    """None when the device has no serial string (most boot ROMs; the BCM2711's has one) or
+    it could not be read."""
     serial_problem: str | None = None
     """Why the serial could not be read (``permission``, ``error``), else None."""
 
@@ -46,7 +47,9 @@ def list_devices(transport: Transport, *, read_serials: bool = True) -> list[Lis
             continue
         stage = stage_of(info)
         serial, problem = None, None
-        if read_serials and stage == "server" and info.serial_index:
+        # File servers have a serial string, and so does the BCM2711 ROM (index 3): the value
+        # -i selects by. Other ROMs have none (index 0).
+        if read_serials and info.serial_index:
             serial, problem = _read_serial(ref)
         found.append(ListedDevice(info.port_path, target.name, stage, info.vendor_id,
                                   info.product_id, info.bus, info.address, info.speed, serial,
@@ -81,6 +84,7 @@ def format_table(devices: Sequence[ListedDevice]) -> list[str]:
     lines = ["  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip()
              for row in rows]
     if any(device.serial_problem == "permission" for device in devices):
+        from .udev import own_command
         lines.append("Some serial numbers could not be read: permission denied; run "
-                     "'rpiboot --udev-rule' to see how to allow access.")
+                     f"'{own_command()} --udev-rule' to see how to allow access.")
     return lines

@@ -7,28 +7,22 @@ stdout is a terminal and ``--json`` is not given (``--plain`` keeps upstream's l
 
 from __future__ import annotations
 
+import dataclasses
 import threading
+import time
 from dataclasses import dataclass
 from typing import Any, Callable
 
-from rich import box
 from rich.console import Console, Group, RenderableType
 from rich.live import Live
-from rich.table import Table
 from rich.text import Text
 
 from .events import Event
+from .live_table import Column, Fitted, clock, fit, human_bytes, summary_frame, table
 from .manager import WAITING_LINE
-from .output import (block_device_paths, failure_line, final_text, for_display, ignored_line,
-                     metadata_json_text, metadata_line, notice_lines)
-
-
-def human_bytes(count: float) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if count < 1024 or unit == "GiB":
-            return f"{count:.0f} {unit}" if unit == "B" else f"{count:.1f} {unit}"
-        count /= 1024
-    raise AssertionError("unreachable")
+from .output import (banner, block_device_paths, board_line, demo_lines, failure_line,
+                     for_display, ignored_line, metadata_json_text, metadata_line, notice_lines,
+                     retry_line)
 
 
 @dataclass
@@ -45,6 +39,9 @@ class _Row:
     bytes: int = 0
     result: str = "working"
     style: str = ""
+    started: float | None = None
+    """Event time of the first arrival; ``ended`` when the board finished or failed."""
+    ended: float | None = None
 
     def begin(self, file: str, size: int | None = None) -> None:
         """A new current file: nothing of it sent yet."""
@@ -54,14 +51,53 @@ class _Row:
         self.file, self.sent, self.size = file, sent, size
         self.rate = sent / seconds if seconds > 0 else None
 
+    def eta(self) -> float | None:
+        if self.ended is None and self.size and self.rate and self.sent < self.size:
+            return (self.size - self.sent) / self.rate
+        return None
+
+    def elapsed(self, now: float) -> float | None:
+        if self.started is None:
+            return None
+        return (self.ended if self.ended is not None else now) - self.started
+
+    def progress_text(self) -> str:
+        if self.size:
+            return f"{100 * self.sent // self.size}% {human_bytes(self.size)}"
+        return human_bytes(self.sent) if self.sent else ""
+
+    def cells(self, now: float) -> dict[str, Text]:
+        eta = self.eta()
+        return {"Port": Text(self.port), "Chip": Text(self.chip), "Stage": Text(self.stage),
+                "File": Text(self.file), "Progress": Text(self.progress_text()),
+                "Rate": Text(f"{human_bytes(self.rate)}/s" if self.rate else ""),
+                "ETA": Text(clock(eta) if eta is not None else ""),
+                "Time": Text(clock(self.elapsed(now))), "Files": Text(str(self.files)),
+                "Result": Text(f"{self.result}: {self.stage}" if self.result == "working"
+                               else self.result, style=self.style)}
+
+
+DEVICE_COLUMNS = (
+    Column("Port", 4, keep=100), Column("Chip", 7, keep=99), Column("Stage", 6, keep=45),
+    Column("File", 12, keep=65, flexible=True), Column("Progress", 14, keep=90, right=True),
+    Column("Rate", 11, keep=40, right=True), Column("ETA", 5, keep=60, right=True),
+    Column("Time", 5, keep=70, right=True), Column("Files", 5, keep=30, right=True),
+    Column("Result", 16, keep=98, wraps=True))
+"""The live table. Dropped first when narrow: Files, Rate, Stage (at 80 columns with ports of up
+to 5 characters), then ETA, File and Time (at 60)."""
+
+
 
 class LiveView:
     """Renders engine events as a live table on a rich console."""
 
     def __init__(self, verbose: int = 0, console: Console | None = None, *,
                  refresh_per_second: float = 8, auto_refresh: bool = True,
-                 redirect: bool = True):
+                 redirect: bool = True, loop: bool = False):
         self.verbose = verbose
+        self.loop = loop
+        """-l: show that the run is still listening (boards done, failed, idle time)."""
+        self._last_event = time.time()
         self.console = console or Console()
         self._rows: dict[str, _Row] = {}
         self._lock = threading.RLock()
@@ -82,6 +118,7 @@ class LiveView:
             if not self._running and item.kind != "summary":
                 self._live.start()
                 self._running = True
+            self._last_event = item.time
             messages = self._apply(for_display(item))
         for message in messages:
             self.console.print(message, markup=False, highlight=False, soft_wrap=True)
@@ -122,6 +159,9 @@ class LiveView:
 
     # events about the run (or printed whole, without a row)
 
+    def _start(self, item: Event) -> list[str]:
+        return [banner(item.data["version"])]
+
     def _waiting(self, item: Event) -> list[str]:
         self._status = item.data["message"]
         return []
@@ -142,10 +182,13 @@ class LiveView:
     def _device_ignored(self, item: Event) -> list[str]:
         return [ignored_line(item.port, item.data["reason"])]
 
+    def _demo_result(self, item: Event) -> list[str]:
+        return demo_lines(item.data)
+
     _RUN_HANDLERS: dict[str, Callable[[LiveView, Event], list[str]]] = {
-        "waiting": _waiting, "summary": _summary_event, "metadata_json": _metadata_json,
-        "metadata_written": _metadata_written, "notice": _notice,
-        "device_ignored": _device_ignored,
+        "start": _start, "waiting": _waiting, "summary": _summary_event,
+        "metadata_json": _metadata_json, "metadata_written": _metadata_written, "notice": _notice,
+        "device_ignored": _device_ignored, "demo_result": _demo_result,
     }
 
     # events about one device: they update its row
@@ -154,6 +197,8 @@ class LiveView:
         data = item.data
         row.chip, row.stage = data["chip"], data["stage"]
         row.result, row.style = "working", ""
+        if row.started is None or row.ended is not None:
+            row.started, row.ended = item.time, None
         if not self.verbose:
             return []
         return [f"{item.port}: found {data['chip']} ({data['stage']} stage, "
@@ -208,19 +253,26 @@ class LiveView:
                 if self.verbose else [])
 
     def _device_done(self, row: _Row, item: Event) -> list[str]:
-        row.result, row.style = "ok", "green"
+        row.result, row.style, row.ended = "ok", "green", item.time
         row.serial = item.data.get("serial") or row.serial
         row.stage = "done"
-        return []
+        return board_line(item.port, item.data.get("board")) if self.verbose else []
 
     def _device_failed(self, row: _Row, item: Event) -> list[str]:
         row.result, row.style = f"failed: {item.data['code']}", "bold red"
+        row.ended = item.time
         return [failure_line(item.port, item.data["message"])]
+
+    def _device_retrying(self, row: _Row, item: Event) -> list[str]:
+        row.result = f"retry {item.data['attempt']}/{item.data['attempts']}"
+        row.style = "yellow"
+        return [retry_line(item.port, item.data)]
 
     def _device_followed(self, row: _Row, item: Event) -> list[str]:
         blocks = ", ".join(block_device_paths(item.data["block_devices"]))
-        row.stage = f"final {item.data['usb_id']}"
-        row.result, row.style = "ok" + (f" ({blocks})" if blocks else ""), "green"
+        row.stage = "final"
+        row.result = f"ok {item.data['usb_id']}" + (f" ({blocks})" if blocks else "")
+        row.style, row.ended = "green", item.time
         return []
 
     _DEVICE_HANDLERS: dict[str, Callable[[LiveView, _Row, Event], list[str]]] = {
@@ -230,51 +282,44 @@ class LiveView:
         "second_stage_sent": _file_sent, "file_missing": _file_missing,
         "file_refused": _file_refused, "metadata": _metadata, "device_done": _device_done,
         "device_failed": _device_failed, "device_followed": _device_followed,
+        "device_retrying": _device_retrying,
     }
 
     # --- rendering ----------------------------------------------------------------------------
 
     def __rich__(self) -> RenderableType:
-        with self._lock:
-            return self.device_table()
+        return self.device_table()
 
     def device_table(self) -> RenderableType:
+        """The frame: one row per port, fitted to the width it is drawn at."""
         with self._lock:
             if not self._rows:
-                return Text(self._status)
-            table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False,
-                          collapse_padding=True)
-            for column in ("Port", "Chip", "Stage", "File", "Progress", "Rate", "Files",
-                           "Result"):
-                table.add_column(column, no_wrap=True,
-                                 overflow="ellipsis" if column == "File" else "fold",
-                                 justify="right" if column in ("Progress", "Rate", "Files")
-                                 else "left")
-            for row in self._rows.values():
-                if row.size:
-                    progress = f"{100 * row.sent // row.size}% of {human_bytes(row.size)}"
-                else:
-                    progress = human_bytes(row.sent) if row.sent else ""
-                rate = f"{human_bytes(row.rate)}/s" if row.rate else ""
-                table.add_row(*map(Text, (row.port, row.chip, row.stage, row.file, progress,
-                                          rate, str(row.files))),
-                              Text(row.result, style=row.style))
-            return table
+                return Text(self._listening_line(time.time()) or self._status)
+        return Fitted(self._frame)
+
+    def _frame(self, width: int) -> RenderableType:
+        with self._lock:
+            now = time.time()
+            listening = self._listening_line(now)
+            if not self._rows:
+                return Text(listening or self._status)
+            rows = [row.cells(now) for row in self._rows.values()]
+            port_width = max(DEVICE_COLUMNS[0].width, *(len(port) for port in self._rows))
+        columns = [dataclasses.replace(DEVICE_COLUMNS[0], width=port_width),
+                   *DEVICE_COLUMNS[1:]]
+        grid = table(fit(columns, width), rows)
+        return Group(grid, Text(listening)) if listening else grid
+
+    def _listening_line(self, now: float) -> str:
+        if not self.loop:
+            return ""
+        results = [row.result for row in self._rows.values()]
+        done = sum(result.startswith("ok") for result in results)
+        failed = sum(result.startswith("failed") for result in results)
+        busy = len(results) - done - failed
+        return (f"Listening for boards (-l): {done} done, {failed} failed, {busy} in progress; "
+                f"idle {clock(now - self._last_event)}")
 
     @staticmethod
     def summary_table(devices: list[dict[str, Any]]) -> RenderableType:
-        table = Table(title="Summary", box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False,
-                      collapse_padding=True,
-                      title_justify="left")
-        for column in ("Port", "Serial", "Chip", "Stages", "Files", "Bytes", "Time", "Result"):
-            table.add_column(column, justify="right" if column in ("Files", "Bytes", "Time")
-                             else "left", no_wrap=True)
-        for device in devices:
-            ok = device["result"] == "ok"
-            result = device["result"] + (f" ({device['error']})" if device.get("error") else "")
-            result += final_text(device.get("final"), arrow="→")
-            cells = (device["port"], device["serial"] or "-", device["chip"],
-                     "+".join(device["stages"]), str(device["files"]),
-                     human_bytes(device["bytes"]), f"{device['seconds']:.2f} s")
-            table.add_row(*map(Text, cells), Text(result, style="green" if ok else "bold red"))
-        return Group(Text(""), table)
+        return Fitted(lambda width: summary_frame(devices, width))

@@ -13,12 +13,13 @@ import time
 from dataclasses import dataclass, field
 from typing import Callable
 
-from .errors import (DeviceGoneError, ExitCode, Interrupted, NoDeviceError, RpibootError,
+from .errors import (ExitCode, NoDeviceError, RpibootError,
                      StalledError, worst)
 from .events import EventSink, event
 from .follow import Follower
 from .options import BootOptions
 from .session import DeviceSession, State, stage_of
+from .stop_signals import interruption
 from .targets import Target, target_for
 from .transport import AccessDenied, DeviceRef, Transport, UsbError, read_serial_number
 
@@ -27,6 +28,13 @@ SEEN_RETENTION = 2.0
 JOIN_GRACE = 2.0
 """Seconds the end of a run waits for workers still inside a transfer."""
 WAITING_LINE = "Waiting for BCM2835/6/7/2711/2712..."
+JUMPER_HINT = (
+    "No Raspberry Pi in USB boot mode yet. Compute Module 3/4/5: fit the nRPIBOOT / "
+    "EMMC-DISABLE jumper before connecting power and USB. Pi 5, Pi 500, CM5 without a jumper: "
+    "hold the power button while connecting power. Pi 4 / Pi 400: only with an EEPROM set to "
+    "boot from USB device mode. Troubleshooting: https://rpltd.co/rpiboot")
+"""Shown once when no board has arrived after HINT_AFTER (``BootOptions.hint_after``) seconds."""
+HINT_AFTER = 5.0
 
 
 @dataclass
@@ -36,13 +44,14 @@ class RunResult:
     """A failure of the run as a whole (no device arrived, interrupted...)."""
     final_exit_code: ExitCode | None = None
     """Fixed when the run ends, so a worker finishing late cannot change the verdict."""
+    ignored: dict[str, dict[str, str]] = field(default_factory=dict)
+    """Boards a filter (port, -p, -i) skipped, by port: chip and reason."""
 
     @property
     def exit_code(self) -> ExitCode:
         if self.final_exit_code is not None:
             return self.final_exit_code
-        codes = [ExitCode.OK if s.state is State.DONE else
-                 (s.error.exit_code if s.error else ExitCode.TRANSFER) for s in self.sessions]
+        codes = [session.exit_code for session in self.sessions]
         if self.error is not None:
             codes.append(self.error.exit_code)
         return worst(codes)
@@ -62,6 +71,7 @@ class DeviceManager:
         self._last_activity = self._started
         self._scan_finishing = False
         self._follower = Follower(options, emit) if options.follow is not None else None
+        self._hinted = False
 
     def run(self) -> RunResult:
         self.emit(event("waiting", message=WAITING_LINE))
@@ -69,13 +79,17 @@ class DeviceManager:
             while not self._should_stop():
                 self._scan()
                 self._expire_waiting_sessions()
+                self._hint_if_nothing_arrived()
                 self.transport.wait_for_change(self.options.poll_interval)
-        except KeyboardInterrupt:
-            self.result.error = Interrupted("interrupted")
-            self._abandon_in_flight(lambda: Interrupted("interrupted before it finished"))
+        except KeyboardInterrupt as stop:
+            self.result.error = interruption(stop)
+            self._abandon_in_flight(
+                lambda signal=stop: interruption(signal, "interrupted before it finished"))
         self._join_workers()
         self.result.final_exit_code = self.result.exit_code
         self.emit(event("summary", devices=[s.summary() for s in self.result.sessions],
+                        ignored=[{"port": port, **seen} for port, seen in
+                                 self.result.ignored.items()],
                         exit_code=int(self.result.final_exit_code)))
         return self.result
 
@@ -119,7 +133,7 @@ class DeviceManager:
             return False
         session = self._by_port.get(port)
         continuing = session is not None and (
-            session.state is State.AWAITING_SERVER
+            session.waiting
             or (self.options.loop and session.state is State.DONE
                 and stage_of(ref.info) == "server"))
         if not continuing:
@@ -128,8 +142,8 @@ class DeviceManager:
             except _LookAgain:
                 return False
             if reason is not None:
-                if self.options.verbose >= 2:
-                    self.emit(event("device_ignored", port, reason=reason))
+                self.result.ignored[port] = {"chip": target.name, "reason": reason}
+                self.emit(event("device_ignored", port, chip=target.name, reason=reason))
                 return True
             if self._scan_finishing:
                 return True
@@ -174,7 +188,7 @@ class DeviceManager:
 
     def _busy(self) -> bool:
         return (any(worker.is_alive() for worker in self._workers.values())
-                or any(s.state is State.AWAITING_SERVER for s in self.result.sessions)
+                or any(s.waiting for s in self.result.sessions)
                 or (self._follower is not None and self._follower.pending(self.result.sessions)))
 
     def _finishing(self) -> bool:
@@ -194,14 +208,32 @@ class DeviceManager:
         if options.timeout is not None and not self._busy() and \
                 now - self._last_activity >= options.timeout:
             if not self.result.sessions:
-                self.result.error = NoDeviceError(
-                    f"no Raspberry Pi in USB boot mode appeared within {options.timeout:g} s")
+                self.result.error = NoDeviceError(self._nothing_served(
+                    f"no Raspberry Pi in USB boot mode appeared within {options.timeout:g} s"))
             return True
         return False
 
+    def _nothing_served(self, otherwise: str) -> str:
+        """Why the run served nobody: every board seen was filtered out, or none came."""
+        if not self.result.ignored:
+            return otherwise
+        boards = "; ".join(f"{port} ({seen['chip']}): {seen['reason']}"
+                           for port, seen in self.result.ignored.items())
+        return (f"no device was served: every Raspberry Pi seen was filtered out by -p, -i or "
+                f"the port number: {boards}")
+
+    def _hint_if_nothing_arrived(self) -> None:
+        if self._hinted or self.result.sessions or self.result.ignored:
+            return
+        after = self.options.hint_after
+        if time.monotonic() - self._started >= (HINT_AFTER if after is None else after):
+            self._hinted = True
+            self.emit(event("notice", message=JUMPER_HINT))
+
     def _time_out(self, reason: str) -> None:
         if not self.result.sessions:
-            self.result.error = NoDeviceError(f"{reason}; no device appeared")
+            self.result.error = NoDeviceError(self._nothing_served(f"{reason}; no device "
+                                                                   f"appeared"))
         self._abandon_in_flight(lambda: StalledError(f"unfinished: {reason}"))
 
     def _abandon_in_flight(self, make_error: Callable[[], RpibootError]) -> None:
@@ -214,10 +246,9 @@ class DeviceManager:
     def _expire_waiting_sessions(self) -> None:
         limit = self.options.reenumerate_timeout
         for session in self.result.sessions:
-            if session.state is State.AWAITING_SERVER and session.left_rom_at is not None \
+            if session.waiting and session.left_rom_at is not None \
                     and time.monotonic() - session.left_rom_at > limit:
-                session.fail(DeviceGoneError(f"device did not come back within {limit:g} s "
-                                             f"after accepting the second stage"))
+                session.expire(limit)
 
     def _join_workers(self) -> None:
         """Wait for workers, within one deadline. A cancelled worker stops at its next

@@ -51,6 +51,9 @@ class BootOptions:
     """Where --follow looks for block devices (Linux); injectable for tests."""
     follow_settle: float = 3.0
     """How long --follow waits for a block device after the final function appeared."""
+    hint_after: float | None = None
+    """Seconds without any board before the jumper / power-button hint is shown (None: the
+    manager's HINT_AFTER, 5 s)."""
     control_timeout: float = 1.0
     bulk_timeout: float = 5.0
     read_timeout: float = 20.0

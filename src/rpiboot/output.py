@@ -7,6 +7,7 @@ import sys
 import threading
 from typing import Any, Callable, TextIO
 
+from .board_info import describe
 from .events import Event
 
 _KEPT_AS_IS = frozenset({"json"})
@@ -65,6 +66,11 @@ def notice_lines(port: str | None, message: str, verbose: int) -> list[str]:
     return [f"{port}: {message}"] if verbose else []
 
 
+def banner(version: str) -> str:
+    """The first line of a run, as upstream's version line begins."""
+    return f"RPIBOOT: pkg-version {version} (rpiboot for Python)"
+
+
 def ignored_line(port: str | None, reason: str) -> str:
     return f"{port}: ignored ({reason})"
 
@@ -80,6 +86,37 @@ def metadata_json_text(document: str) -> str:
 
 def failure_line(port: str | None, message: str) -> str:
     return f"rpiboot: error: {port}: {message}"
+
+
+def board_line(port: str | None, board: object) -> list[str]:
+    """``-v``: the board a device's OTP metadata describes (nothing when it sent none)."""
+    text = describe(board) if isinstance(board, dict) else ""
+    return [f"{port}: board {text}"] if text else []
+
+
+def conflict_line(port: str | None, data: dict[str, Any]) -> str:
+    return (f"rpiboot: warning: {port}: serial {data['serial']!r} already has a different "
+            f"record in {data['existing']}; kept it, this one is {data['path']}")
+
+
+def stderr_lines(item: Event) -> list[str]:
+    """The lines every reporter, --json included, also writes to stderr for an event."""
+    if item.kind == "device_failed":
+        return [failure_line(item.port, item.data["message"])]
+    if item.kind == "metadata_conflict":
+        return [conflict_line(item.port, item.data)]
+    if item.kind == "demo_result":
+        return demo_lines(item.data)
+    return []
+
+
+def demo_lines(data: dict[str, Any]) -> list[str]:
+    return ["", *data["problems"], data["message"]]
+
+
+def retry_line(port: str | None, data: dict[str, Any]) -> str:
+    return (f"{port}: {data['message']}; waiting up to {data['wait']:g} s for it to come back "
+            f"(attempt {data['attempt']} of {data['attempts']})")
 
 
 def block_device_paths(names: list[str]) -> list[str]:
@@ -111,8 +148,6 @@ class PlainReporter:
     }
     """Kinds whose line is a fixed template of the event's fields."""
 
-    _TO_ERRORS = frozenset({"device_failed"})
-    """Kinds whose lines go to stderr."""
 
     def __init__(self, verbose: int = 0, stream: TextIO | None = None,
                  errors: TextIO | None = None):
@@ -128,13 +163,17 @@ class PlainReporter:
 
     def _format(self, item: Event) -> tuple[list[str], list[str]]:
         """(stdout lines, stderr lines) for one event."""
+        errors = stderr_lines(item)
+        if errors:
+            return [], errors
         template = self._TEMPLATES.get(item.kind)
         formatter = self._FORMATTERS.get(item.kind)
         if template is not None:
-            lines = [template.format(**item.data)]
-        else:
-            lines = formatter(self, item) if formatter is not None else []
-        return ([], lines) if item.kind in self._TO_ERRORS else (lines, [])
+            return [template.format(**item.data)], []
+        return (formatter(self, item) if formatter is not None else []), []
+
+    def _start(self, item: Event) -> list[str]:
+        return [banner(item.data["version"]), ""]
 
     def _waiting(self, item: Event) -> list[str]:
         return [item.data["message"], ""]
@@ -180,14 +219,17 @@ class PlainReporter:
     def _metadata_json(self, item: Event) -> list[str]:
         return [metadata_json_text(item.data["json"])]
 
-    def _device_failed(self, item: Event) -> list[str]:
-        return [failure_line(item.port, item.data["message"])]
-
     def _notice(self, item: Event) -> list[str]:
         return notice_lines(item.port, item.data["message"], self.verbose)
 
+    def _device_retrying(self, item: Event) -> list[str]:
+        return [retry_line(item.port, item.data)]
+
     def _device_ignored(self, item: Event) -> list[str]:
         return [ignored_line(item.port, item.data["reason"])]
+
+    def _device_done(self, item: Event) -> list[str]:
+        return board_line(item.port, item.data.get("board")) if self.verbose else []
 
     def _device_followed(self, item: Event) -> list[str]:
         return [" ".join([f"{item.port}: now {item.data['usb_id']}",
@@ -200,12 +242,12 @@ class PlainReporter:
         return ["", "Summary:"] + [_summary_line(device) for device in devices]
 
     _FORMATTERS: dict[str, Callable[[PlainReporter, Event], list[str]]] = {
-        "waiting": _waiting, "device_arrived": _device_arrived, "stage_started": _stage_started,
+        "start": _start, "waiting": _waiting, "device_arrived": _device_arrived, "stage_started": _stage_started,
         "file_loaded": _file_loaded, "second_stage_sent": _second_stage_sent,
         "file_requested": _file_requested, "file_served": _file_served, "metadata": _metadata,
-        "metadata_json": _metadata_json, "device_failed": _device_failed, "notice": _notice,
+        "metadata_json": _metadata_json, "notice": _notice, "device_retrying": _device_retrying,
         "device_ignored": _device_ignored, "device_followed": _device_followed,
-        "summary": _summary,
+        "device_done": _device_done, "summary": _summary,
     }
 
 
@@ -214,16 +256,20 @@ def _summary_line(device: dict[str, Any]) -> str:
             f" {'+'.join(device['stages']):<10} {device['files']:>3} files "
             f"{device['bytes']:>10} bytes {device['seconds']:>7.3f} s  {device['result']}"
             + (f" ({device['error']})" if device["error"] else "")
-            + final_text(device.get("final")))
+            + final_text(device.get("final"))
+            + (f"  [{describe(device['board'])}]" if device.get("board") else ""))
 
 
 class JsonReporter:
-    """One JSON object per line on stdout for every event (``--json``)."""
+    """One JSON object per line on stdout for every event (``--json``); device failures and
+    warnings are also written to stderr as text, as without --json."""
 
-    def __init__(self, stream: TextIO | None = None):
+    def __init__(self, stream: TextIO | None = None, errors: TextIO | None = None):
         self.stream = stream or sys.stdout
+        self.errors = errors or sys.stderr
         self._writer = _Writer()
 
     def __call__(self, item: Event) -> None:
         line = json.dumps(item.to_dict(), ensure_ascii=True, separators=(",", ":"))
         self._writer.write_lines(self.stream, [line])
+        self._writer.write_lines(self.errors, stderr_lines(for_display(item)))

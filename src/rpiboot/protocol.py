@@ -19,6 +19,8 @@ RETURN_CODE_SIZE = 4
 NAME_FIELD_SIZE = 256
 FILE_MESSAGE_SIZE = 4 + NAME_FIELD_SIZE
 MAX_LENGTH = 0xFFFF_FFFF
+MAX_SECOND_STAGE = 0x7FFF_FFFF
+"""The boot message announces the second stage as a signed 32-bit length."""
 
 
 class Command(enum.IntEnum):

@@ -15,10 +15,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from . import protocol
-from .errors import (BootDirectoryError, DeviceGoneError, PermissionDeniedError,
-                     RefusedError, RpibootError, StalledError, TransferError)
+from .errors import (BootDirectoryError, DeviceGoneError, ExitCode, PermissionDeniedError,
+                     ProtocolError, RefusedError, RpibootError, StalledError, TransferError)
 from .events import EventSink, event
-from .file_server import FileServer
+from .file_server import FileServer, LeftBeforeAsking
 from .file_source import BootFiles, find_default_directory
 from .link import Link, close_quietly, progress_reporter
 from .options import BootOptions
@@ -33,9 +33,15 @@ ROM_SERIAL_INDEXES = (0, 3)
 class State(enum.Enum):
     ROM = "rom"
     AWAITING_SERVER = "awaiting_server"
+    RETRYING = "retrying"
+    """A transient failure; waiting (``--reenumerate-timeout``) for the board to come back."""
     SERVING = "serving"
     DONE = "done"
     FAILED = "failed"
+
+
+RETRYABLE = (DeviceGoneError, StalledError, TransferError)
+"""Failures a board can recover from by coming back at its port (a glitch, a reset)."""
 
 
 class Cancelled(Exception):
@@ -61,10 +67,20 @@ class DeviceSession:
     started: float = field(default_factory=time.monotonic)
     finished: float | None = None
     left_rom_at: float | None = None
+    """When the device last left the bus expecting to come back (second stage accepted, a
+    file server that left before asking, a retry)."""
+    retry_error: RpibootError | None = None
+    """While RETRYING or AWAITING_SERVER after a glitch: the failure reported if the board does
+    not come back."""
+    attempts: int = 1
     error: RpibootError | None = None
+    warning: RpibootError | None = None
+    """Something the device did that the run's exit status reports although it completed."""
     directory: Path | None = None
     final: dict[str, object] | None = None
     """--follow: the USB function the device became (vendor/product, block devices)."""
+    board: dict[str, object] | None = None
+    """The board its OTP metadata describes (:mod:`rpiboot.board_info`), when it sent some."""
     cancelled: threading.Event = field(default_factory=threading.Event)
     """Set when the run gives up on this device; its worker stops at the next request or chunk."""
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
@@ -72,6 +88,20 @@ class DeviceSession:
     @property
     def terminal(self) -> bool:
         return self.state in (State.DONE, State.FAILED)
+
+    @property
+    def waiting(self) -> bool:
+        """The board left the bus and is expected back at the same port."""
+        return self.state in (State.AWAITING_SERVER, State.RETRYING)
+
+    def expire(self, limit: float) -> None:
+        """Called by the manager: the board did not come back within ``limit`` seconds."""
+        if self.retry_error is not None:
+            self.fail(type(self.retry_error)(f"{self.retry_error} (it did not come back "
+                                             f"within {limit:g} s)"))
+        else:
+            self.fail(DeviceGoneError(f"device did not come back within {limit:g} s after "
+                                      f"accepting the second stage"))
 
     def fail(self, error: RpibootError, *, after_done: bool = False) -> None:
         """End the session as failed, unless it has already ended: the first outcome stands
@@ -88,6 +118,15 @@ class DeviceSession:
         self.emit(event("stage_done", self.port, stage="server"))
         details = {key: value for key, value in self.summary().items() if key != "port"}
         self.emit(event("device_done", self.port, **details))
+
+    def warn(self, warning: RpibootError) -> None:
+        self.warning = self.warning or warning
+
+    @property
+    def exit_code(self) -> ExitCode:
+        if self.state is State.DONE:
+            return self.warning.exit_code if self.warning else ExitCode.OK
+        return self.error.exit_code if self.error else ExitCode.TRANSFER
 
     def cancel(self, error: RpibootError) -> None:
         """Give up on the device from another thread (run time-out, Ctrl-C)."""
@@ -124,7 +163,8 @@ class DeviceSession:
                 "result": "ok" if self.state is State.DONE else
                 ("failed" if self.state is State.FAILED else self.state.value),
                 "error": None if self.error is None else self.error.code,
-                "final": self.final}
+                "warning": None if self.warning is None else self.warning.code,
+                "final": self.final, "board": self.board}
 
     # --- one enumeration --------------------------------------------------------------------
 
@@ -137,7 +177,8 @@ class DeviceSession:
             files = self.boot_files()  # a missing boot directory fails before the device is opened
             handle = self._open(ref)
             try:
-                link = Link.for_device(handle, ref.info, self.options, self.check_cancelled)
+                link = Link.for_device(handle, ref.info, self.options, self.check_cancelled,
+                                       self._count_sent)
                 if stage == "rom":
                     self._boot_rom(link, files)
                 else:
@@ -148,16 +189,43 @@ class DeviceSession:
             time.sleep(self.options.close_delay)
         except Cancelled:
             pass  # already failed by whoever cancelled
+        except LeftBeforeAsking:
+            self._await_return(DeviceGoneError("the file server left the bus before asking "
+                                               "for anything"), State.AWAITING_SERVER)
         except RpibootError as error:
-            self.fail(error)
+            self._fail_or_retry(error)
         except DeviceGone as error:
-            self.fail(DeviceGoneError(f"device left the bus: {error}"))
+            self._fail_or_retry(DeviceGoneError(f"device left the bus: {error}"))
         except TransferTimeout as error:
-            self.fail(StalledError(f"device stopped answering: {error}"))
+            self._fail_or_retry(StalledError(f"device stopped answering: {error}"))
         except UsbError as error:
-            self.fail(TransferError(f"USB transfer failed: {error}"))
+            self._fail_or_retry(TransferError(f"USB transfer failed: {error}"))
         except Exception as error:  # a bug must end this device's session, not the whole run
             self.fail(RpibootError(f"internal error: {type(error).__name__}: {error}"))
+
+    def _count_sent(self, count: int) -> None:
+        with self._lock:
+            self.bytes_sent += count
+
+    def _fail_or_retry(self, error: RpibootError) -> None:
+        """A transient failure with attempts left waits for the board to come back at its port
+        (upstream retries a board that resets; ``--retries`` bounds it here)."""
+        if not isinstance(error, RETRYABLE) or self.attempts >= self.options.retries:
+            self.fail(error)
+            return
+        self.attempts += 1
+        if self._await_return(error, State.RETRYING):
+            self.emit(event("device_retrying", self.port, code=error.code, message=str(error),
+                            attempt=self.attempts, attempts=self.options.retries,
+                            wait=self.options.reenumerate_timeout))
+
+    def _await_return(self, error: RpibootError, state: State) -> bool:
+        with self._lock:
+            if self.terminal or self.cancelled.is_set():
+                return False
+            self.state, self.retry_error = state, error
+            self.left_rom_at = time.monotonic()
+            return True
 
     def boot_files(self) -> BootFiles:
         if self.directory is None:
@@ -196,6 +264,10 @@ class DeviceSession:
             raise BootDirectoryError(
                 f"Failed to open second stage bootloader ({name}) for {self.target.name} in "
                 f"'{self.directory}'")
+        if second_stage.size > protocol.MAX_SECOND_STAGE:
+            raise BootDirectoryError(
+                f"second stage {second_stage.origin} is {second_stage.size} bytes; the boot "
+                f"message can announce at most {protocol.MAX_SECOND_STAGE} (2 GiB - 1)")
         signature = self._rom_signature(files)
         self.emit(event("file_loaded", self.port, name=name, origin=second_stage.origin,
                         source=second_stage.kind, size=second_stage.size))
@@ -203,23 +275,28 @@ class DeviceSession:
                         file=name))
         began = time.monotonic()
         message = protocol.boot_message(second_stage.size, signature)
-        link.write(len(message), [message])
+        link.write(len(message), [message], counted=False)
         try:
             sent = link.write(second_stage.size, second_stage.chunks(self.options.chunk_size),
                               progress_reporter(self.emit, self.port, name,
                                                 second_stage.size, began))
         except OSError as error:
             raise BootDirectoryError(f"cannot read {second_stage.origin}: {error}") from None
-        self.bytes_sent += sent
         time.sleep(self.options.return_code_delay)
-        code = protocol.parse_return_code(
-            link.read(protocol.RETURN_CODE_SIZE, self.options.read_timeout))
+        raw = link.read(protocol.RETURN_CODE_SIZE, self.options.read_timeout)
+        if len(raw) != protocol.RETURN_CODE_SIZE:
+            raise ProtocolError(f"the boot ROM answered with a {len(raw)}-byte return code "
+                                f"instead of {protocol.RETURN_CODE_SIZE} bytes")
+        code = protocol.parse_return_code(raw)
         self.emit(event("second_stage_sent", self.port, name=name, size=sent,
                         return_code=code, seconds=round(time.monotonic() - began, 6)))
         if code != 0:
             raise RefusedError(f"device refused the second stage {name}: return code "
                                f"{code & 0xFFFFFFFF:#x}")
-        self.state, self.left_rom_at = State.AWAITING_SERVER, time.monotonic()
+        with self._lock:
+            if not self.terminal:
+                self.state, self.left_rom_at = State.AWAITING_SERVER, time.monotonic()
+                self.retry_error = None
 
     def _rom_signature(self, files: BootFiles) -> bytes:
         if not (self.options.signed and self.target.rom_signature_from_file):

@@ -19,7 +19,7 @@ def hammer(target: str, station: str, boards: int, barrier, results) -> None:  #
                                           open_ledger)
     ledger = open_ledger(target, station=station)
     won, lost, units, entries = [], [], [], []
-    barrier.wait()
+    barrier.wait(timeout=60)
     for index in range(boards):
         for serial in (f"SHARED-{index}", f"{station}-{index}"):
             try:
@@ -46,7 +46,7 @@ def run_station(root, profile, serials, url, station, barrier, results) -> None:
     from provision_support import board, run_virtual
     pis = [board("2712", port, serial, root / f"disk{port}.img", 64 << 20)
            for port, serial in enumerate(serials, 1)]
-    barrier.wait()
+    barrier.wait(timeout=60)
     run = run_virtual(root, profile, pis, ledger=url, station=station)
     if run.error is not None:
         results.put({"station": station, "error": repr(run.error)})
@@ -54,3 +54,20 @@ def run_station(root, profile, serials, url, station, barrier, results) -> None:
     results.put({"station": station, "error": None,
                  "boards": [{"serial": b.serial, "result": b.result, "unit": b.unit,
                              "port": b.port} for b in run.outcome.boards]})
+
+
+def open_fresh(targets, barrier, results) -> None:  # type: ignore
+    """Open each new ledger at the same moment as the other process, take a unit, close."""
+    from rpiboot.provision.ledger import open_ledger
+    units = []
+    try:
+        for target in targets:
+            barrier.wait(timeout=60)
+            ledger = open_ledger(target)
+            units.append(ledger.next_unit())
+            ledger.close()
+    except Exception as exc:  # noqa: BLE001 - reported to the test
+        barrier.abort()
+        results.put(f"{type(exc).__name__}: {exc}")
+        return
+    results.put(units)

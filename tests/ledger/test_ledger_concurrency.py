@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import multiprocessing
 
-from ledger_support import hammer
+from ledger_support import hammer, open_fresh
 from rpiboot.provision.ledger import open_ledger
 
 BOARDS = 25        # per process: 25 shared serials + 25 of its own
@@ -42,3 +42,24 @@ def test_two_hosts_share_units_claims_and_pool_entries(ledger_target):
     assert sorted(r["unit"] for r in records) == units
     assert ledger.pool_status()["default"]["free"] == 4 * BOARDS - len(won)
     ledger.close()
+
+
+def test_two_hosts_create_a_new_ledger_at_the_same_moment(request, tmp_path, ledger_target):
+    """The schema is created once, whoever comes first; the other waits and finds it."""
+    if ledger_target.startswith("postgresql"):
+        from postgres_support import create_schema
+        server = request.getfixturevalue("postgres_server")
+        targets = [create_schema(server, f"fresh_{n}_{tmp_path.name[-12:]}") for n in range(4)]
+    else:
+        targets = [str(tmp_path / f"fresh{n}.sqlite") for n in range(4)]
+    context = multiprocessing.get_context("spawn")
+    barrier, results = context.Barrier(2), context.Queue()
+    hosts = [context.Process(target=open_fresh, args=(targets, barrier, results))
+             for _ in range(2)]
+    for host in hosts:
+        host.start()
+    reports = [results.get(timeout=120) for _ in hosts]
+    for host in hosts:
+        host.join(timeout=30)
+    assert all(isinstance(report, list) for report in reports), reports
+    assert [sorted(units) for units in zip(*reports)] == [[1, 2]] * len(targets)

@@ -3,17 +3,18 @@
 from __future__ import annotations
 
 import sqlite3
+import sys
 from pathlib import Path
 
 import pytest
 
 from rpiboot.provision.ledger import (LedgerError, LedgerUsageError, default_ledger_path,
                                       open_ledger)
-from rpiboot.provision.ledger import paths
 
 
+@pytest.mark.skipif(sys.platform != "linux", reason="the XDG layout is Linux's")
 def test_the_default_ledger_lives_in_the_users_data_directory(tmp_path, monkeypatch):
-    monkeypatch.setattr(paths.sys, "platform", "linux")
+    monkeypatch.delenv("RPIBOOT_DATA_DIR", raising=False)
     monkeypatch.setenv("XDG_DATA_HOME", str(tmp_path / "data"))
     assert default_ledger_path() == tmp_path / "data" / "rpiboot" / "ledger.sqlite"
     ledger = open_ledger(None)
@@ -21,11 +22,9 @@ def test_the_default_ledger_lives_in_the_users_data_directory(tmp_path, monkeypa
     assert (tmp_path / "data" / "rpiboot" / "ledger.sqlite").is_file()
 
 
-def test_a_relative_xdg_data_home_is_ignored(monkeypatch, tmp_path):
-    monkeypatch.setattr(paths.sys, "platform", "linux")
-    monkeypatch.setenv("XDG_DATA_HOME", "relative/dir")
-    monkeypatch.setenv("HOME", str(tmp_path))
-    assert default_ledger_path() == tmp_path / ".local" / "share" / "rpiboot" / "ledger.sqlite"
+def test_rpiboot_data_dir_moves_the_default_ledger(tmp_path, monkeypatch):
+    monkeypatch.setenv("RPIBOOT_DATA_DIR", str(tmp_path / "elsewhere"))
+    assert default_ledger_path() == tmp_path / "elsewhere" / "ledger.sqlite"
 
 
 def test_sqlite_ledger_uses_wal(tmp_path):

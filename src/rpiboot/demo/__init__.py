@@ -2,19 +2,19 @@
 
 Three virtual boards (BCM2711, BCM2712 and BCM2835) on three ports are booted at once through the
 same engine that serves real devices; the demo then checks that every byte each board received
-matches the demo boot directory.
+matches the demo boot directory and reports the verdict as a ``demo_result`` event. It runs
+in-process: the host's libusb and USB permissions are not exercised, and it says so.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import sys
 from importlib import resources
 from pathlib import Path
 
 from ..api import boot
 from ..errors import ExitCode
-from ..events import EventSink
+from ..events import Event, EventSink, event
 from ..options import BootOptions
 from ..simulator import VirtualPi, typical_pi
 from ..simulator.in_process import VirtualBus
@@ -33,20 +33,51 @@ def demo_pis() -> list[VirtualPi]:
             for chip, ports, serial, files in DEMO_BOARDS]
 
 
+IN_PROCESS_NOTE = (
+    "This exercised the boot engine in-process against built-in virtual boards: it did not "
+    "use this machine's libusb, USB ports or USB permissions ('rpiboot --list' with a real "
+    "board in USB boot mode checks those).")
+
+
 def run_demo(options: BootOptions, reporter: EventSink) -> ExitCode:
+    """Boot the demo boards, check what each received, and report the verdict as a
+    ``demo_result`` event before the summary, whose exit status is the verdict's."""
+    held = _HoldSummary(reporter)
     with resources.as_file(resources.files(__package__) / "boot") as directory:
         pis = demo_pis()
         boot_dir = options.directory or directory
         demo_options = dataclasses.replace(options, directory=boot_dir)
-        result = boot(demo_options, on_event=reporter, transport=VirtualBus(pis))
+        result = boot(demo_options, on_event=held, transport=VirtualBus(pis))
         problems = _check(pis, boot_dir)
-    print("", file=sys.stderr)
-    for line in problems or ["demo: every virtual Raspberry Pi received exactly the files in "
-                             "the demo boot directory"]:
-        print(line, file=sys.stderr)
-    if problems and result.exit_code is ExitCode.OK:
-        return ExitCode.TRANSFER
-    return result.exit_code
+    exit_code = result.exit_code
+    if problems and exit_code is ExitCode.OK:
+        exit_code = ExitCode.TRANSFER
+    ok = not problems and exit_code is ExitCode.OK
+    verdict = ("demo: every virtual Raspberry Pi received exactly the files in the demo boot "
+               "directory" if ok else f"demo: FAILED (exit status {int(exit_code)})")
+    reporter(event("demo_result", ok=ok, problems=problems, exit_code=int(exit_code),
+                   message=f"{verdict}. {IN_PROCESS_NOTE}"))
+    held.release(exit_code)
+    return exit_code
+
+
+class _HoldSummary:
+    """Passes events on, except the summary, which waits for the demo's verdict."""
+
+    def __init__(self, reporter: EventSink):
+        self.reporter = reporter
+        self.summary: Event | None = None
+
+    def __call__(self, item: Event) -> None:
+        if item.kind == "summary":
+            self.summary = item
+        else:
+            self.reporter(item)
+
+    def release(self, exit_code: ExitCode) -> None:
+        if self.summary is not None:
+            data = {**self.summary.data, "exit_code": int(exit_code)}
+            self.reporter(Event("summary", None, data, self.summary.time))
 
 
 def _check(pis: list[VirtualPi], directory: Path) -> list[str]:

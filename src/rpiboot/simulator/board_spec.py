@@ -29,7 +29,10 @@ OPEN_ERRORS = ("access", "io")
 CHIP_DIRECTORIES = {"2835": "2710", "2837": "2710", "2711": "2711", "2712": "2712"}
 SPEC_KEYS = {"chip", "port", "serial", "rom_serial", "files", "meta", "two_interfaces", "arrive",
              "reenumerate_delay", "unplug_after", "stall_at", "return_code", "open_error",
-             "gadget", "disks", "role", "otp_key", "otp_key_hash"}
+             "gadget", "disks", "role", "otp_key", "otp_key_hash", "glitch_after",
+             "server_glitch", "return_code_size"}
+"""glitch_after, server_glitch and return_code_size are fault knobs (VirtualPi's
+glitch_after_bytes, a file server that leaves before asking, RomStage.return_code_size)."""
 ROLE_EXCLUSIVE = ("files", "meta", "rom_serial", "two_interfaces", "stall_at", "return_code")
 NOT_PAYLOAD_SUFFIXES = (".md", ".txt", ".sh", ".conf", ".json", ".pem", ".py", ".original.bin")
 NOT_PAYLOAD_NAMES = {"bootfiles.bin", "rpi-eeprom-config", "README", "LICENSE"}
@@ -123,7 +126,7 @@ def validate_spec(spec: Any, where: str) -> dict[str, Any]:
     if spec.get("meta") is not None and (not isinstance(spec["meta"], dict) or not all(
             isinstance(value, (str, int, float)) for value in spec["meta"].values())):
         raise bad("meta", "an object of KEY: VALUE")
-    for key in ("two_interfaces", "gadget"):
+    for key in ("two_interfaces", "gadget", "server_glitch"):
         if spec.get(key) is not None and not isinstance(spec[key], bool):
             raise bad(key, "true or false")
     for key in ("arrive", "reenumerate_delay"):
@@ -131,7 +134,7 @@ def validate_spec(spec: Any, where: str) -> dict[str, Any]:
         if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
                                   or not 0 <= value < float("inf")):
             raise bad(key, "a number of seconds >= 0")
-    for key in ("unplug_after", "stall_at", "return_code"):
+    for key in ("unplug_after", "stall_at", "return_code", "glitch_after", "return_code_size"):
         value = spec.get(key)
         if value is not None and (isinstance(value, bool) or not isinstance(value, int)
                                   or value < 0):
@@ -226,16 +229,20 @@ def build_pi(spec: dict[str, Any], index: int, scratch: str = "") -> VirtualPi:
     rom_serial = spec.get("rom_serial") or None
     rom = RomStage(serial_index=3 if chip == "2711" or rom_serial else 0,
                    num_interfaces=2 if spec.get("two_interfaces") else 1,
-                   return_code=int(spec.get("return_code") or 0), serial=rom_serial)
+                   return_code=int(spec.get("return_code") or 0), serial=rom_serial,
+                   return_code_size=int(spec.get("return_code_size", 4)))
     stages: list[Stage] = [rom, ServerStage(requests, serial=serial,
                                             stall_at_request=spec.get("stall_at"))]
+    if spec.get("server_glitch"):
+        stages.insert(1, ServerStage([], serial=serial, leave_at_request=0))
     if spec.get("gadget") or spec.get("disks"):
         stages.append(FinalStage(serial=serial, serial_index=3,
                                  disks=build_disks(spec, scratch)))
     return VirtualPi(chip, ports, busnum, stages,
                      reenumerate_delay=float(spec.get("reenumerate_delay", 0.05)),
                      unplug_after_bytes=spec.get("unplug_after"), keep_data=True,
-                     open_error=spec.get("open_error"))
+                     open_error=spec.get("open_error"),
+                     glitch_after_bytes=spec.get("glitch_after"))
 
 
 def summarise(pi: VirtualPi, spec: dict[str, Any]) -> dict[str, Any]:

@@ -68,6 +68,8 @@ class RomStage:
     check: Callable[[bytes], int] | None = None
     """Decides the return code from the second stage received (firmware roles); overrides
     ``return_code``."""
+    return_code_size: int = 4
+    """Fault knob: bytes the ROM answers the return-code read with (a faulty ROM: fewer)."""
 
 
 @dataclass
@@ -80,6 +82,9 @@ class ServerStage:
     role: Any = None
     """A :class:`~rpiboot.simulator.firmware_roles.Role`: requests come from it (depending on
     what the host sent) instead of ``requests``."""
+    leave_at_request: int | None = None
+    """Fault knob: at this request read the device drops off the bus and re-enumerates as the
+    next stage (a file server that glitches before asking for anything)."""
 
 
 @dataclass
@@ -209,7 +214,8 @@ class VirtualPi:
     def __init__(self, chip: str, port_numbers: Sequence[int] = (1,), bus_number: int = 1,
                  stages: Sequence[Stage] | None = None, *, reenumerate_delay: float = 0.0,
                  unplug_after_bytes: int | None = None, keep_data: bool = True,
-                 open_error: str | None = None):
+                 open_error: str | None = None, glitch_after_bytes: int | None = None,
+                 glitch_count: int = 1):
         if chip not in PRODUCT_IDS:
             raise ValueError(f"unknown chip {chip!r}; choose from {', '.join(PRODUCT_IDS)}")
         self.chip = chip
@@ -223,6 +229,10 @@ class VirtualPi:
         self.unplug_after_bytes = unplug_after_bytes
         self.keep_data = keep_data
         self.open_error = open_error
+        self.glitch_after_bytes = glitch_after_bytes
+        """Fault knob: after this many bulk bytes in a stage the board drops off the bus and
+        comes back at the same port in the same stage (a reset), ``glitch_count`` times."""
+        self.glitches_left = glitch_count if glitch_after_bytes is not None else 0
         self.received: list[Received] = []
         self.violations: list[str] = []
         self.stage_index = -1
@@ -332,6 +342,11 @@ class VirtualPi:
         else:
             self._enter_stage(following)
 
+    def _repeat_stage(self) -> None:
+        """Leave the bus and come back in the stage just left, from its start."""
+        self.stages.insert(self.stage_index + 1, self.stages[self.stage_index])
+        self._next_stage()
+
     def _enter_later(self, index: int) -> None:
         with self._lock:
             self._enter_stage(index)
@@ -370,6 +385,10 @@ class VirtualPi:
             if self.unplug_after_bytes is not None and self._bulk_bytes > self.unplug_after_bytes:
                 self.unplug()
                 raise Gone("unplugged during a transfer")
+            if self.glitches_left and self._bulk_bytes > (self.glitch_after_bytes or 0):
+                self.glitches_left -= 1
+                self._repeat_stage()
+                raise Gone("dropped off the bus during a transfer (glitch)")
             transfer = self._pending
             if transfer is None:
                 self._violation(f"{len(data)} bulk bytes with no write announced")
@@ -429,7 +448,7 @@ class VirtualPi:
         self._record("return_code_read", value=buffer_size)
         code = stage.return_code if stage.check is None else stage.check(self.second_stage(
             self.stage_index))
-        answer = struct.pack("<i", code)[:buffer_size]
+        answer = struct.pack("<i", code)[:min(buffer_size, stage.return_code_size)]
         if code == 0:
             self._next_stage()
         return answer
@@ -447,6 +466,9 @@ class VirtualPi:
             self._violation(f"request read while the reply to {self._awaiting.text!r} is due")
         index = self._request_reads
         self._request_reads += 1
+        if stage.leave_at_request is not None and index == stage.leave_at_request:
+            self._next_stage()
+            raise Gone("left the bus before its first answer (glitch)")
         if stage.stall_at_request is not None and index >= stage.stall_at_request:
             raise NoAnswer("device stopped answering")
         request = self._next_request(stage)

@@ -1,23 +1,13 @@
-"""Where the default SQLite ledger lives: the user's data directory, per platform."""
+"""Where the default SQLite ledger lives: rpiboot's user data directory."""
 
 from __future__ import annotations
 
-import os
-import sys
 from pathlib import Path
 
 
-def user_data_dir() -> Path:
-    """XDG_DATA_HOME (or ~/.local/share) on Linux; the platform's equivalent elsewhere."""
-    home = Path.home()
-    if sys.platform == "win32":
-        return Path(os.environ.get("LOCALAPPDATA") or home / "AppData" / "Local")
-    if sys.platform == "darwin":
-        return home / "Library" / "Application Support"
-    xdg = os.environ.get("XDG_DATA_HOME", "")
-    # The XDG spec says a relative value is invalid and must be ignored.
-    return Path(xdg) if os.path.isabs(xdg) else home / ".local" / "share"
-
-
 def default_ledger_path() -> Path:
-    return user_data_dir() / "rpiboot" / "ledger.sqlite"
+    """``ledger.sqlite`` in the directory ``rpiboot --fetch-boot-files`` also uses:
+    ``RPIBOOT_DATA_DIR`` when set, else the platform's user data directory for rpiboot
+    (``$XDG_DATA_HOME/rpiboot``, by default ``~/.local/share/rpiboot``, on Linux)."""
+    from ...boot_files import user_data_dir
+    return user_data_dir() / "ledger.sqlite"

@@ -55,10 +55,12 @@ class PostgresBackend:
 
     def _connect(self) -> Any:
         if self._connection is None or self._connection.closed:
-            options: dict[str, Any] = {"autocommit": True,
-                                       "application_name": "rpiboot-provision"}
+            options: dict[str, Any] = {"autocommit": True}
+            # Defaults only: what the URL says wins.
             if "connect_timeout" not in self.url:
                 options["connect_timeout"] = CONNECT_TIMEOUT
+            if "application_name" not in self.url:
+                options["application_name"] = "rpiboot-provision"
             self._connection = self._psycopg.connect(self.url, **options)
         return self._connection
 

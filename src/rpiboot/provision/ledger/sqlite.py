@@ -12,15 +12,28 @@ import sqlite3
 import time
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
+from typing import Callable, Iterator
 
 from .errors import LedgerError
 
-BUSY_TIMEOUT = 30.0          # seconds a writer waits for another process's transaction
+BUSY_TIMEOUT = 30.0          # seconds a statement waits for another process's lock
 # SQLite's own busy handler backs off to 100 ms sleeps, so a process writing back to back can
-# starve another for the whole burst; writers instead retry BEGIN IMMEDIATE every ~1 ms.
-HANDLER_TIMEOUT = 0.005
+# starve another for the whole burst; BEGIN IMMEDIATE instead runs without the handler and is
+# retried about every millisecond (the handler still serves every other statement).
 MIN_VERSION = (3, 35, 0)     # UPDATE/INSERT ... RETURNING
+
+
+def _retry_locked(statement: Callable[[], object]) -> None:
+    """Run a statement, retrying about every millisecond while the file is locked."""
+    deadline = time.monotonic() + BUSY_TIMEOUT
+    while True:
+        try:
+            statement()
+            return
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+        time.sleep(random.uniform(0.0005, 0.002))
 
 
 def _lower(value: object) -> object:
@@ -47,9 +60,11 @@ class SQLiteBackend:
             if path.is_dir():
                 raise LedgerError(f"ledger {path} is a directory, not a ledger file")
             path.parent.mkdir(parents=True, exist_ok=True)
-            connection = sqlite3.connect(path, timeout=HANDLER_TIMEOUT, isolation_level=None,
+            connection = sqlite3.connect(path, timeout=BUSY_TIMEOUT, isolation_level=None,
                                          check_same_thread=False)
-            connection.execute("PRAGMA journal_mode=WAL")
+            # Switching a new file to WAL needs the exclusive lock, and SQLite answers "locked"
+            # at once (no busy handler: it would deadlock) when another process is doing the same.
+            _retry_locked(lambda: connection.execute("PRAGMA journal_mode=WAL"))
             connection.execute("PRAGMA foreign_keys=ON")
             # SQLite's LOWER() folds ASCII only; PostgreSQL's folds every letter. Same search.
             connection.create_function("lower", 1, _lower, deterministic=True)
@@ -76,15 +91,11 @@ class SQLiteBackend:
 
     @staticmethod
     def _begin_immediate(cursor: sqlite3.Cursor) -> None:
-        deadline = time.monotonic() + BUSY_TIMEOUT
-        while True:
-            try:
-                cursor.execute("BEGIN IMMEDIATE")
-                return
-            except sqlite3.OperationalError as exc:
-                if "locked" not in str(exc) or time.monotonic() > deadline:
-                    raise
-            time.sleep(random.uniform(0.0005, 0.002))
+        cursor.execute("PRAGMA busy_timeout = 0")
+        try:
+            _retry_locked(lambda: cursor.execute("BEGIN IMMEDIATE"))
+        finally:
+            cursor.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT * 1000)}")
 
     def sql(self, query: str) -> str:
         return query
