@@ -341,6 +341,9 @@ def test_role_based_board_flashes_the_built_eeprom_and_comes_back(line):
     assert pi.board.eeprom_sha256 == record["eeprom_sha256"]  # the board holds our image
     assert record["otp"]["EEPROM_UPDATE"] == "success" and record["mac"].startswith("d8:3a:dd")
     assert record["revision"] == "c03141"
+    assert record["board"]["model"] == "Compute Module 4"  # decoded by the engine from the OTP
+    (done,) = run.kinds("board_done")
+    assert done["board"]["revision_code"] == "c03141"
     assert disk_bytes(tmp / "r.img")[:len(image)] == image
 
 

@@ -75,7 +75,10 @@ class PlainReporter:
         elif item.kind == "board_skipped":
             lines = [f"{port}: skipped board {data['serial']}: {data['reason']}"]
         elif item.kind == "board_done":
-            lines = [f"{port}: board {data['serial']} provisioned in {data['seconds']:.1f} s"]
+            model = data.get("board") or {}
+            what = f" ({model['model']})" if isinstance(model, dict) and model.get("model") else ""
+            lines = [f"{port}: board {data['serial']}{what} provisioned in "
+                     f"{data['seconds']:.1f} s"]
         elif item.kind == "board_failed":
             errors = [f"rpiboot-provision: {port}: board {data['serial'] or '?'} failed at "
                       f"{data['step']} ({data['code']}): {data['message']}"]
