@@ -96,7 +96,8 @@ def _check_boot_directories(profile: Profile) -> list[str]:
         if not found:
             raise BootDirectoryProblem(
                 "no [boot] directory in the profile and no installed mass-storage gadget "
-                "found (usbboot's mass-storage-gadget64 / msd); set [boot] directory")
+                "found (usbboot's mass-storage-gadget64 / msd): run 'rpiboot "
+                "--fetch-boot-files', or set [boot] directory")
         notes.append("boot: default gadget directories (" + "; ".join(found) + ")")
     return notes
 
