@@ -1,15 +1,19 @@
 """Helpers shared by the EEPROM / secure-boot command-line tools.
 
-Exit codes of the tools that report errors through run_tool()
-(rpi-eeprom-config, rpi-eeprom-digest, rpi-sign-bootcode,
-rpi-bootloader-key-convert, update-pieeprom):
+Exit codes, the same in every EEPROM tool (rpi-eeprom-config,
+rpi-eeprom-digest, rpi-sign-bootcode, rpi-bootloader-key-convert,
+update-pieeprom, rpi-make-boot-image, make-pi4-rpiboot-gpio-sd,
+make-eeprom-update-sd, rpi-secure-boot-check):
     0  success
-    1  runtime error (bad input file, failed signature, missing file, ...)
-    2  command-line usage error (argparse)
+    1  error: the inputs were read but are wrong (bad image, bad key, a
+       signature that does not verify, a failed check, a failed write)
+    2  command-line usage error
+    3  an input is missing or cannot be read (a file or directory named on
+       the command line or taken by default, a key file, an HSM wrapper)
 
-rpi-make-boot-image does not use run_tool(): it keeps 0 and 2 with the same
-meaning but splits runtime errors into 3 (source), 4 (size), 5 (output) and
-6 (signing key); see its module docstring.
+rpi-make-boot-image adds 4 (contents do not fit), 5 (output cannot be
+written) and 6 (the key file exists but is not a usable RSA-2048 private
+key); see its module docstring.
 """
 
 from __future__ import annotations
@@ -23,6 +27,7 @@ from typing import Callable, Sequence
 EXIT_OK = 0
 EXIT_ERROR = 1
 EXIT_USAGE = 2
+EXIT_MISSING_INPUT = 3
 
 
 class ToolError(Exception):
@@ -38,9 +43,10 @@ def read_file(path: str | os.PathLike[str], what: str = "file") -> bytes:
     try:
         return Path(path).read_bytes()
     except FileNotFoundError:
-        raise ToolError(f"{what} '{path}' not found") from None
+        raise ToolError(f"{what} '{path}' not found", EXIT_MISSING_INPUT) from None
     except OSError as err:
-        raise ToolError(f"cannot read {what} '{path}': {err.strerror or err}") from None
+        raise ToolError(f"cannot read {what} '{path}': {err.strerror or err}",
+                        EXIT_MISSING_INPUT) from None
 
 
 def atomic_write(path: str | os.PathLike[str], data: bytes) -> None:

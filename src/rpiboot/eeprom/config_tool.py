@@ -1,7 +1,7 @@
 """rpi-eeprom-config: read, extract and rewrite Raspberry Pi bootloader EEPROM images.
 
-Exit codes: 0 success, 1 error (bad image, file too large, missing file, bad
-key, ...), 2 usage error.  Errors are one line on stderr:
+Exit codes: 0 success, 1 error (bad image, file too large, bad key, ...),
+2 usage error, 3 missing or unreadable input (see common.py).  Errors are one line on stderr:
 ``rpi-eeprom-config: error: ...``.
 
 Differences from upstream (on purpose): --apply and reading the live config

@@ -27,13 +27,16 @@ import subprocess
 import tempfile
 import time
 from dataclasses import dataclass
-from typing import Callable, Union
+from typing import TYPE_CHECKING, Callable, Union
 
-from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import padding, rsa
+from .common import EXIT_MISSING_INPUT, ToolError, read_file
 
-from .common import ToolError, read_file
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+# `cryptography` is imported inside the functions that use a key: reading an
+# image or a .sig file must not pay for loading it (rpi-eeprom-config IMAGE
+# starts in about half the time without it; see benchmarks/bench_eeprom_startup.py).
 
 RSA_BITS = 2048
 SIGNATURE_LEN = 256
@@ -43,7 +46,7 @@ CUSTOMER_KEYNUM = 16
 HMAC_KEY_HEX_LEN = 40
 HSM_ALGORITHM = "rsa2048-sha256"
 
-RsaKey = Union[rsa.RSAPrivateKey, rsa.RSAPublicKey]
+RsaKey = Union["rsa.RSAPrivateKey", "rsa.RSAPublicKey"]
 Signer = Callable[[bytes], bytes]
 
 # -- keys -------------------------------------------------------------------
@@ -51,6 +54,7 @@ Signer = Callable[[bytes], bytes]
 
 def load_rsa_key(path: str) -> RsaKey:
     """Load a PEM (or DER) RSA private or public key; refuse anything else."""
+    from cryptography.hazmat.primitives.asymmetric import rsa
     data = read_file(path, "key file")
     key = _parse_key(data, path)
     if not isinstance(key, (rsa.RSAPrivateKey, rsa.RSAPublicKey)):
@@ -61,6 +65,8 @@ def load_rsa_key(path: str) -> RsaKey:
 
 
 def _parse_key(data: bytes, path: str) -> object:
+    from cryptography.exceptions import UnsupportedAlgorithm
+    from cryptography.hazmat.primitives import serialization
     loaders = (
         lambda: serialization.load_pem_private_key(data, password=None),
         lambda: serialization.load_pem_public_key(data),
@@ -78,6 +84,7 @@ def _parse_key(data: bytes, path: str) -> object:
 
 
 def load_private_key(path: str) -> rsa.RSAPrivateKey:
+    from cryptography.hazmat.primitives.asymmetric import rsa
     key = load_rsa_key(path)
     if not isinstance(key, rsa.RSAPrivateKey):
         raise ToolError(f"key '{path}' is a public key; a private key is needed to sign")
@@ -85,6 +92,7 @@ def load_private_key(path: str) -> rsa.RSAPrivateKey:
 
 
 def public_key_of(key: RsaKey) -> rsa.RSAPublicKey:
+    from cryptography.hazmat.primitives.asymmetric import rsa
     return key.public_key() if isinstance(key, rsa.RSAPrivateKey) else key
 
 
@@ -101,6 +109,7 @@ def public_key_from_bin(data: bytes, name: str = "pubkey.bin", exact: bool = Fal
     bytes and a 2048-bit modulus (for standalone pubkey.bin files)."""
     if len(data) < PUBKEY_BIN_LEN or (exact and len(data) != PUBKEY_BIN_LEN):
         raise ToolError(f"{name}: expected {PUBKEY_BIN_LEN} bytes, got {len(data)}")
+    from cryptography.hazmat.primitives.asymmetric import rsa
     n = int.from_bytes(data[:256], "little")
     e = int.from_bytes(data[256:PUBKEY_BIN_LEN], "little")
     if exact and n.bit_length() != RSA_BITS:
@@ -113,6 +122,7 @@ def public_key_from_bin(data: bytes, name: str = "pubkey.bin", exact: bool = Fal
 
 def public_pem(key: RsaKey) -> bytes:
     """SubjectPublicKeyInfo PEM without a trailing newline (as upstream prints it)."""
+    from cryptography.hazmat.primitives import serialization
     pem = public_key_of(key).public_bytes(
         serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
     return pem.rstrip(b"\n")
@@ -127,11 +137,16 @@ def key_hash(pubkey: bytes) -> str:
 
 
 def sign_pkcs1v15(key: rsa.RSAPrivateKey, data: bytes, digest: str = "sha256") -> bytes:
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import padding
     algorithm = hashes.SHA256() if digest == "sha256" else hashes.SHA1()
     return key.sign(data, padding.PKCS1v15(), algorithm)
 
 
 def verify_pkcs1v15(key: RsaKey, data: bytes, signature: bytes) -> bool:
+    from cryptography.exceptions import InvalidSignature
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import padding
     try:
         public_key_of(key).verify(signature, data, padding.PKCS1v15(), hashes.SHA256())
     except InvalidSignature:
@@ -149,7 +164,7 @@ def run_hsm_wrapper(wrapper: str, path: str) -> str:
         result = subprocess.run([wrapper, "-a", HSM_ALGORITHM, path],
                                 capture_output=True, check=False)
     except FileNotFoundError:
-        raise ToolError(f"HSM wrapper '{wrapper}' not found") from None
+        raise ToolError(f"HSM wrapper '{wrapper}' not found", EXIT_MISSING_INPUT) from None
     except OSError as err:
         raise ToolError(f"cannot run HSM wrapper '{wrapper}': {err.strerror or err}") from None
     if result.returncode != 0:
