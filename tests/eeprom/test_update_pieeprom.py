@@ -128,7 +128,9 @@ def _failing_wrapper(tmp_path: Path) -> Path:
 
 def test_failing_run_keeps_previous_outputs(tmp_path, monkeypatch, key_files, capsys) -> None:
     monkeypatch.chdir(tmp_path)
-    (tmp_path / "pieeprom.original.bin").write_bytes(build_image())
+    # -f applies to BCM2712 images only: a 2 MiB A/B image.
+    (tmp_path / "pieeprom.original.bin").write_bytes(
+        build_image(size=2 * 1024 * 1024, ab=True, last_pad_to=img.PARTITION_END))
     (tmp_path / "boot.conf").write_bytes(b"[all]\nBOOT_ORDER=0xf41\n")
     (tmp_path / "recovery.original.bin").write_bytes(b"\x30" * 1000)
     assert main(["-f", "-k", str(key_files["private"])]) == 0
