@@ -10,7 +10,8 @@ from typing import Callable
 
 import pytest
 
-from rpiboot.eeprom import (boot_image_tool, config_tool, digest_tool, key_convert_tool,
+from rpiboot.eeprom import (boot_image_tool, config_tool, digest_tool, eeprom_update_sd_tool,
+                            key_convert_tool, rpiboot_gpio_sd_tool, secure_boot_check_tool,
                             sign_bootcode_tool, update_pieeprom_tool)
 from rpiboot.eeprom.common import EXIT_MISSING_INPUT
 
@@ -23,6 +24,9 @@ TOOLS: dict[str, Callable[[list[str]], int]] = {
     "rpi-bootloader-key-convert": key_convert_tool.main,
     "update-pieeprom": update_pieeprom_tool.main,
     "rpi-make-boot-image": boot_image_tool.main,
+    "make-pi4-rpiboot-gpio-sd": rpiboot_gpio_sd_tool.main,
+    "make-eeprom-update-sd": eeprom_update_sd_tool.main,
+    "rpi-secure-boot-check": secure_boot_check_tool.main,
 }
 
 
@@ -37,6 +41,7 @@ def test_help_works_in_both_spellings(prog: str, flag: str, capsys) -> None:
 def _missing_input_cases(tmp: Path, key: Path) -> list[tuple[str, list[str]]]:
     missing = str(tmp / "missing")
     out = str(tmp / "out.bin")
+    card = str(tmp / "card.zip")
     image = tmp / "pieeprom.bin"
     image.write_bytes(build_image())
     source = tmp / "src"
@@ -56,6 +61,15 @@ def _missing_input_cases(tmp: Path, key: Path) -> list[tuple[str, list[str]]]:
         ("update-pieeprom", ["-i", str(image), "-c", str(tmp / "boot.conf"), "-k", missing, "-o", out]),
         ("rpi-make-boot-image", ["-d", missing, "-o", out]),
         ("rpi-make-boot-image", ["-d", str(source), "-o", out, "-k", missing]),
+        ("make-pi4-rpiboot-gpio-sd", ["--recovery", missing, "-o", str(tmp / "gpio"), "--yes", "6"]),
+        ("make-pi4-rpiboot-gpio-sd", ["--checkout", missing, "-o", str(tmp / "gpio"), "--yes", "6"]),
+        ("make-eeprom-update-sd", ["-i", missing, "--recovery", str(image), "-o", card]),
+        ("make-eeprom-update-sd", ["-i", str(image), "--recovery", missing, "-o", card]),
+        ("make-eeprom-update-sd", ["-i", str(image), "-c", missing, "--recovery", str(image), "-o", card]),
+        ("make-eeprom-update-sd", ["--chip", "2711", "--checkout", missing, "-o", card]),
+        ("rpi-secure-boot-check", [missing]),
+        ("rpi-secure-boot-check", [str(source), "-k", missing]),
+        ("rpi-secure-boot-check", [str(source), "--boot-image", missing]),
     ]
 
 
@@ -66,7 +80,8 @@ def test_missing_input_has_one_exit_status_everywhere(tmp_path: Path, key_files,
         err = capsys.readouterr().err
         assert err.startswith(f"{prog}: error: ") and err.count("\n") == 1, (prog, err)
         assert "missing" in err, (prog, err)
-        assert not (tmp_path / "out.bin").exists()
+        assert not (tmp_path / "out.bin").exists() and not (tmp_path / "card.zip").exists()
+        assert not (tmp_path / "gpio").exists()
 
 
 def test_reading_an_image_does_not_import_cryptography(tmp_path: Path) -> None:
