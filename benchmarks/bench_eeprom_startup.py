@@ -2,7 +2,7 @@
 
 Run either way:
 
-    python3 benchmarks/bench_eeprom_startup.py [--rounds 20] [IMAGE]
+    python3 benchmarks/bench_eeprom_startup.py [--rounds 20] [--before OLD_SRC] [IMAGE]
     python3 -m pytest benchmarks -q -k eeprom_startup
 
 Each round is a fresh interpreter (`python -m rpiboot.eeprom.config_tool IMAGE`, what the
@@ -16,6 +16,8 @@ used (the time does not depend on the image's contents).
 from __future__ import annotations
 
 import argparse
+import os
+import resource
 import statistics
 import struct
 import subprocess
@@ -43,23 +45,32 @@ def synthetic_image(path: Path) -> Path:
     return path
 
 
-def time_command(code: str, image: Path, rounds: int) -> float:
-    """Median wall time in seconds of `python -c code IMAGE` over rounds runs."""
-    samples = []
+def time_command(code: str, image: Path, rounds: int, pythonpath: str | None = None) -> tuple[float, float]:
+    """Medians over rounds runs of `python -c code IMAGE`: (wall seconds, CPU seconds).
+
+    CPU time (user + system of the child) is the steadier figure on a shared machine."""
+    env = None if pythonpath is None else {**os.environ, "PYTHONPATH": pythonpath}
+    walls, cpus = [], []
     for _ in range(rounds):
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
         start = time.perf_counter()
         subprocess.run([sys.executable, "-c", code, str(image)], check=True,
-                       stdout=subprocess.DEVNULL)
-        samples.append(time.perf_counter() - start)
-    return statistics.median(samples)
+                       stdout=subprocess.DEVNULL, env=env)
+        walls.append(time.perf_counter() - start)
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        cpus.append(after.ru_utime - before.ru_utime + after.ru_stime - before.ru_stime)
+    return statistics.median(walls), statistics.median(cpus)
 
 
-def measure(image: Path, rounds: int) -> dict[str, float]:
-    return {
+def measure(image: Path, rounds: int, before: str | None) -> dict[str, tuple[float, float]]:
+    results = {
         "python -c pass": time_command("pass", image, rounds),
         "rpi-eeprom-config IMAGE": time_command(RUN_TOOL, image, rounds),
         "eager (cryptography imported first)": time_command(f"{EAGER_IMPORTS}; {RUN_TOOL}", image, rounds),
     }
+    if before:
+        results[f"rpi-eeprom-config IMAGE from {before}"] = time_command(RUN_TOOL, image, rounds, before)
+    return results
 
 
 def test_eeprom_config_startup(benchmark, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
@@ -72,11 +83,15 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("image", nargs="?", type=Path)
     parser.add_argument("--rounds", type=int, default=20)
+    parser.add_argument("--before", metavar="SRC_DIR",
+                        help="also time another copy of the package (its src/ directory), e.g. "
+                             "`git archive OLD src | tar -x -C DIR` then DIR/src")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         image = args.image or synthetic_image(Path(tmp) / "pieeprom.bin")
-        for name, seconds in measure(image, args.rounds).items():
-            print(f"{name:40s} {seconds * 1000:7.1f} ms (median of {args.rounds})")
+        print(f"{'command':50s} {'wall':>9s} {'CPU':>9s}   (medians of {args.rounds})")
+        for name, (wall, cpu) in measure(image, args.rounds, args.before).items():
+            print(f"{name:50s} {wall * 1000:7.1f}ms {cpu * 1000:7.1f}ms")
     return 0
 
 

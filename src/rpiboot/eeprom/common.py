@@ -20,8 +20,6 @@ from __future__ import annotations
 
 import os
 import sys
-import tempfile
-from pathlib import Path
 from typing import Callable, Sequence
 
 EXIT_OK = 0
@@ -41,7 +39,8 @@ class ToolError(Exception):
 def read_file(path: str | os.PathLike[str], what: str = "file") -> bytes:
     """Read a whole file, turning OS errors into ToolError."""
     try:
-        return Path(path).read_bytes()
+        with open(path, "rb") as f:
+            return f.read()
     except FileNotFoundError:
         raise ToolError(f"{what} '{path}' not found", EXIT_MISSING_INPUT) from None
     except OSError as err:
@@ -80,10 +79,10 @@ def write_files_atomically(files: Sequence[tuple[str, bytes]]) -> None:
 
 
 def _stage(path: str, data: bytes) -> str:
-    target = Path(path)
-    directory = target.parent if str(target.parent) else Path(".")
+    import tempfile   # not needed by the tools that only read
+    directory, name = os.path.split(path)
     try:
-        fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=directory)
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=directory or ".")
     except OSError as err:
         raise ToolError(f"cannot write '{path}': {err.strerror or err}") from None
     try:
@@ -132,10 +131,9 @@ def _backup(path: str) -> str | None:
     """Hard-link an existing regular file to a temp name so it can be restored."""
     if not os.path.isfile(path):
         return None
-    target = Path(path)
-    directory = target.parent if str(target.parent) else Path(".")
+    directory, base = os.path.split(path)
     for attempt in range(100):
-        name = str(directory / f".{target.name}.old{os.getpid()}.{attempt}")
+        name = os.path.join(directory, f".{base}.old{os.getpid()}.{attempt}")
         try:
             os.link(path, name)
             return name

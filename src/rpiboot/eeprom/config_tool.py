@@ -16,11 +16,7 @@ from __future__ import annotations
 
 import argparse
 import os
-import shlex
-import subprocess
 import sys
-import tempfile
-from pathlib import Path
 from typing import Sequence
 
 from . import image as img
@@ -129,6 +125,10 @@ def extract(image: img.EepromImage) -> None:
 
 
 def edit(image: img.EepromImage, out: str) -> None:
+    import shlex
+    import subprocess
+    import tempfile
+    from pathlib import Path
     editor = os.environ.get("EDITOR", "nano")
     with tempfile.TemporaryDirectory() as tmp:
         conf = Path(tmp) / "boot.conf"

@@ -19,7 +19,7 @@ window, exactly like upstream ``rpi-eeprom-config``.
 from __future__ import annotations
 
 import struct
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from .common import ToolError
 
@@ -64,8 +64,7 @@ UPDATE_TIME_FILENAME = "updatetime"
 AB_BOOTSYS_NAME_OFFSET = READ_ONLY_SIZE + SECTION_HDR_LEN
 
 
-@dataclass(frozen=True)
-class Section:
+class Section(NamedTuple):
     magic: int
     offset: int
     length: int
@@ -76,8 +75,7 @@ class Section:
         return self.offset + SECTION_HDR_LEN + self.length
 
 
-@dataclass(frozen=True)
-class FileSlot:
+class FileSlot(NamedTuple):
     """Where a file section lives and how far it may grow."""
 
     offset: int

@@ -17,26 +17,20 @@ Formats:
 
 from __future__ import annotations
 
-import base64
 import binascii
-import hashlib
-import hmac
 import os
 import struct
-import subprocess
-import tempfile
 import time
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Callable, Union
+from typing import TYPE_CHECKING, Callable, NamedTuple, Union
 
 from .common import EXIT_MISSING_INPUT, ToolError, read_file
 
 if TYPE_CHECKING:
     from cryptography.hazmat.primitives.asymmetric import rsa
 
-# `cryptography` is imported inside the functions that use a key: reading an
-# image or a .sig file must not pay for loading it (rpi-eeprom-config IMAGE
-# starts in about half the time without it; see benchmarks/bench_eeprom_startup.py).
+# `cryptography` (and hashlib, subprocess, tempfile) are imported inside the
+# functions that use them: printing an image's config must not pay for loading
+# them (see benchmarks/bench_eeprom_startup.py and the README's figures).
 
 RSA_BITS = 2048
 SIGNATURE_LEN = 256
@@ -130,6 +124,7 @@ def public_pem(key: RsaKey) -> bytes:
 
 def key_hash(pubkey: bytes) -> str:
     """OTP CUSTOMER_KEY_HASH: hex SHA-256 of the 264-byte pubkey.bin."""
+    import hashlib
     return hashlib.sha256(pubkey).hexdigest()
 
 
@@ -160,6 +155,7 @@ def key_signer(key: rsa.RSAPrivateKey, digest: str = "sha256") -> Signer:
 
 def run_hsm_wrapper(wrapper: str, path: str) -> str:
     """Run ``wrapper -a rsa2048-sha256 path``; return its hex signature (stripped)."""
+    import subprocess
     try:
         result = subprocess.run([wrapper, "-a", HSM_ALGORITHM, path],
                                 capture_output=True, check=False)
@@ -185,6 +181,7 @@ def run_hsm_wrapper(wrapper: str, path: str) -> str:
 def hsm_signer(wrapper: str) -> Signer:
     """A Signer that hands the data to the wrapper through a private temp file."""
     def sign(data: bytes) -> bytes:
+        import tempfile
         fd, tmp_name = tempfile.mkstemp(prefix="rpi-sign-")
         try:
             with os.fdopen(fd, "wb") as tmp:
@@ -211,6 +208,7 @@ def sig_timestamp() -> str:
 
 def make_sig_file(data: bytes, timestamp: str, target_soc: str = "",
                   rsa_hex: str = "") -> str:
+    import hashlib
     return sig_text(hashlib.sha256(data).hexdigest(), timestamp, target_soc, rsa_hex)
 
 
@@ -266,6 +264,8 @@ def sign_bootcode_2711(payload: bytes, signer: Signer, hmac_key: bytes,
                        keynum: int = 0) -> bytes:
     _check_keynum(keynum)
     body = payload + struct.pack("<ii", len(payload), keynum)
+    import hashlib
+    import hmac
     body += _checked_signature(signer(body))
     return _check_size(body + hmac.new(hmac_key, body, hashlib.sha1).digest())
 
@@ -281,13 +281,13 @@ def load_hmac_key(path: str) -> bytes:
     if len(text) != HMAC_KEY_HEX_LEN:
         raise ToolError(f"bad HMAC key length {len(text)}, expected {HMAC_KEY_HEX_LEN}")
     try:
+        import base64
         return base64.b16decode(text, casefold=True)
     except binascii.Error:
         raise ToolError(f"HMAC key in '{path}' is not hex") from None
 
 
-@dataclass(frozen=True)
-class SignatureBlock2712:
+class SignatureBlock2712(NamedTuple):
     length: int
     keynum: int
     version: int
