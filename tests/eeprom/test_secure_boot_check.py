@@ -16,8 +16,7 @@ from rpiboot.eeprom.secure_boot_check_tool import main
 from rpiboot.eeprom.signing import key_hash, key_signer, pubkey_bin, sign_bootcode_2712
 from rpiboot.eeprom.update_pieeprom_tool import main as update_main
 
-from eeprom_helpers import (IMAGE_2711, IMAGE_2712, PRIVATE_PEM, PUBLIC_PEM, SBR5_CONF, SBR_CONF,
-                            build_image)
+from eeprom_helpers import PRIVATE_PEM, PUBLIC_PEM, SBR5_CONF, SBR_CONF, build_image
 
 MIB = 1024 * 1024
 CONFIG_TXT = "uart_2ndstage=1\n{pubkey}# comment: program_jtag_lock=1 stays off\n"
