@@ -226,6 +226,9 @@ def test_update_card_2711(tmp_path: Path, monkeypatch, capsys) -> None:
     out = tmp_path / "card.zip"
     assert update_sd_main(["-i", str(source), "-c", str(conf), "--recovery", str(recovery),
                            "--vl805", str(vl805), "-o", str(out)]) == 0
+    with zipfile.ZipFile(out) as archive:
+        assert [(i.filename, i.date_time) for i in archive.infolist()] == [
+            ("card.img", (2023, 11, 14, 22, 13, 20))]                 # SOURCE_DATE_EPOCH
     disk, part = extract(out, tmp_path)
     check_disk_layout(disk)
     check_fat32(part)
@@ -264,6 +267,19 @@ def test_update_card_2712_signed_from_checkout(tmp_path: Path, monkeypatch, key_
     assert eeprom.get_file(img.PUBKEY_BIN) == pubkey_bin(key)
     signature = sig_file_signature(eeprom.get_file(img.BOOTCONF_SIG).decode())
     assert signature and verify_pkcs1v15(key, conf.read_bytes(), signature)
+
+
+def test_raw_image_is_reproducible(tmp_path: Path, monkeypatch) -> None:
+    monkeypatch.setenv("SOURCE_DATE_EPOCH", "1700000000")
+    recovery = tmp_path / "recovery.bin"
+    recovery.write_bytes(RECOVERY)
+    digests = set()
+    for attempt in ("a", "b"):
+        assert gpio_main(["--recovery", str(recovery), "-o", str(tmp_path / attempt), "--yes", "--img", "7"]) == 0
+        with open(tmp_path / attempt / "pi4-program-rpiboot-gpio7.img", "rb") as f:
+            digests.add(hashlib.file_digest(f, "sha256").hexdigest() if hasattr(hashlib, "file_digest")
+                        else hashlib.sha256(f.read()).hexdigest())
+    assert len(digests) == 1
 
 
 def test_update_card_refusals(tmp_path: Path, capsys) -> None:

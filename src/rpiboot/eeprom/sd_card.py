@@ -34,6 +34,9 @@ PARTITION_START = 2048
 PARTITION_SECTORS = 524288
 PARTITION_TYPE_FAT32_LBA = 0x0C
 
+# Zip dates start in 1980.
+_ZIP_EPOCH = 315532800
+
 # CHS fields for an MBR entry, with the usual 255 heads / 63 sectors geometry.
 _HEADS, _SECTORS_PER_TRACK = 255, 63
 
@@ -140,13 +143,12 @@ def write_zipped_disk_image(files: Mapping[str, bytes], zip_path: Path, image_na
     temps: list[str] = []
     try:
         image_tmp = _temp_beside(zip_path, ".img", temps)
+        stamp = _default_timestamp()
         with open(image_tmp, "r+b") as out:
-            write_disk_image(files, out)
+            write_disk_image(files, out, timestamp=stamp)
         mode = 0o666 & ~_umask()
-        os.chmod(image_tmp, mode)   # the mode the zip records for the image
         zip_tmp = _temp_beside(zip_path, ".zip", temps)
-        with zipfile.ZipFile(zip_tmp, "w", compression=zipfile.ZIP_DEFLATED) as archive:
-            archive.write(image_tmp, image_name)
+        _zip_one(image_tmp, zip_tmp, image_name, stamp, mode)
         os.chmod(zip_tmp, mode)
         os.replace(zip_tmp, zip_path)
     except OSError as err:
@@ -155,6 +157,18 @@ def write_zipped_disk_image(files: Mapping[str, bytes], zip_path: Path, image_na
         for name in temps:
             with contextlib.suppress(OSError):
                 os.unlink(name)
+
+
+def _zip_one(source: str, zip_name: str, name: str, stamp: int, mode: int) -> None:
+    """Deflate one file into a new zip; its date is ``stamp`` so equal inputs give equal zips."""
+    info = zipfile.ZipInfo(name, date_time=time.gmtime(max(stamp, _ZIP_EPOCH))[:6])
+    info.compress_type = zipfile.ZIP_DEFLATED
+    info.external_attr = (0o100000 | mode) << 16     # a regular file with this mode
+    info.file_size = os.path.getsize(source)         # < 4 GiB: no zip64 records needed
+    with zipfile.ZipFile(zip_name, "w") as archive, open(source, "rb") as src, \
+            archive.open(info, "w") as dst:
+        while chunk := src.read(1 << 20):
+            dst.write(chunk)
 
 
 def _umask() -> int:
