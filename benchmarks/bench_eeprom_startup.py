@@ -38,7 +38,9 @@ def synthetic_image(path: Path) -> Path:
     from rpiboot.eeprom import image as img
     bootcode = b"\x11" * 1000
     data = bytearray(struct.pack(">LL", img.MAGIC, len(bootcode)) + bootcode)
-    data += b"\xff" * (128 * 1024 - len(data))
+    data += b"\xff" * (img.align8(len(data)) - len(data))
+    pad = 128 * 1024 - len(data)
+    data += struct.pack(">LL", img.PAD_MAGIC, pad - 8) + b"\xff" * (pad - 8)
     data += img.build_file_section(img.BOOTCONF_TXT, b"[all]\nBOOT_UART=1\n")
     data += b"\xff" * (512 * 1024 - len(data))
     path.write_bytes(bytes(data))

@@ -299,3 +299,17 @@ def test_update_card_refusals(tmp_path: Path, capsys) -> None:
     assert err.count("\n") == 5 and all(line.startswith("make-eeprom-update-sd: error: ")
                                          for line in err.splitlines())
     assert not out.exists()
+
+
+def test_real_recovery_files_are_told_apart(upstream, tmp_path, capsys) -> None:
+    from rpiboot.eeprom.firmware_files import recovery_chip
+    r2711 = upstream / "rpi-eeprom/firmware-2711/recovery.bin"
+    r2712 = upstream / "rpi-eeprom/firmware-2712/recovery.bin"
+    assert recovery_chip(r2711.read_bytes()) == "2711"
+    assert recovery_chip(r2712.read_bytes()) == "2712"
+    assert gpio_main(["--recovery", str(r2712), "-o", str(tmp_path / "out"), "--yes", "6"]) == 1
+    assert "is a BCM2712 recovery.bin" in capsys.readouterr().err
+    image = upstream / "rpi-eeprom/firmware-2712/pieeprom-2026-08-12.bin"
+    assert update_sd_main(["-i", str(image), "--recovery", str(r2711), "-o", str(tmp_path / "c.img")]) == 1
+    assert "is a BCM2711 recovery.bin" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists() and not (tmp_path / "c.img").exists()
