@@ -305,3 +305,15 @@ def test_upstream_2711_example(upstream, golden, tmp_path, capsys) -> None:
     shutil.copyfile(golden / "2712-2026-08-12.update-f.pieeprom.sig", directory / "pieeprom.sig")
     code, out, _ = run(capsys, str(directory), "-k", str(upstream / PRIVATE_PEM))
     assert code == 1 and "PROBLEM pieeprom.sig: its sha256 is not that of pieeprom.bin" in out
+
+
+def test_corrupt_image_and_control_characters(tmp_path, capsys) -> None:
+    (tmp_path / "pieeprom.bin").write_bytes(b"\x12" * 1000)
+    (tmp_path / "pieeprom.sig").write_text("not a digest\n")
+    (tmp_path / "config.txt").write_text("program_rpiboot_gpio=\x1b[31m6\n")
+    code, out, err = run(capsys, str(tmp_path))
+    assert code == 1 and "\x1b" not in out + err
+    problems = problem_lines(out)
+    assert "PROBLEM pieeprom.bin: expected image size 524288 or 2097152 bytes, got 1000 bytes" in out
+    assert "PROBLEM config.txt: program_rpiboot_gpio=?[31m6 is not one of 2, 4, 5, 6, 7, 8" in out
+    assert len(problems) == 4   # the .sig, the image, the GPIO, no bootcode4.bin

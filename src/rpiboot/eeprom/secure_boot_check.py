@@ -190,7 +190,7 @@ def _check_pieeprom(report: Report) -> img.EepromImage | None:
         eeprom = img.EepromImage(data, "pieeprom.bin")
         embedded = eeprom.get_file(img.PUBKEY_BIN)[:PUBKEY_BIN_LEN]
     except ToolError as err:
-        report.add(PROBLEM, "pieeprom.bin", str(err), fix)
+        report.add(PROBLEM, "pieeprom.bin", str(err).removeprefix("pieeprom.bin: "), fix)
         return None
     if len(embedded) < PUBKEY_BIN_LEN or embedded.strip(b"\0") == b"" or embedded.strip(b"\xff") == b"":
         report.add(PROBLEM, "pieeprom.bin", "holds no public key (pubkey.bin is empty): it was not "
@@ -237,7 +237,8 @@ def config_value(config: bytes, name: str) -> str | None:
         line = raw.split("#", 1)[0].strip()
         key, sep, rest = line.partition("=")
         if sep and key.strip() == name:
-            value = rest.strip()
+            # Printed back to the terminal: no control characters.
+            value = "".join(c if c.isprintable() else "?" for c in rest.strip())
     return value
 
 
