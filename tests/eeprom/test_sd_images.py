@@ -45,7 +45,7 @@ def extract(zip_path: Path, tmp: Path) -> tuple[Path, Path]:
                         out.write(chunk[skip:])
                 offset += len(chunk)
             whole.truncate(offset)
-            fat.truncate(offset - PART_OFFSET)
+            fat.truncate(PART_BYTES)
     return disk, part
 
 
