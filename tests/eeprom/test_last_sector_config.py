@@ -1,7 +1,7 @@
 """A file section that ends in the image's reserved last 4 KiB (issue 12).
 
-Seven 2711 releases (2024-04-17 ... 2024-12-07) keep bootconf.txt in the last
-4 KiB sector before the reserved block.  Upstream sizes a file as n+20 bytes (it
+Seven 2711 releases (rpi-eeprom firmware-2711/old/stable, 2024-04-17 ... 2024-12-07)
+keep bootconf.txt in the last 4 KiB sector before the reserved block.  Upstream sizes a file as n+20 bytes (it
 takes n+24), so it writes a 4073-4076 byte config there with its last bytes in
 the reserved block; nothing else lives there.  Checked by hand against upstream
 rpi-eeprom-config on pieeprom-2024-12-07.bin: byte-identical outputs for 4072,
