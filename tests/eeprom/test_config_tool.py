@@ -135,11 +135,11 @@ def test_error_wrong_size(tmp_path, capsys) -> None:
 
 
 def test_error_missing_files(tmp_path, capsys) -> None:
-    assert "not found" in _error(capsys, [str(tmp_path / "nope.bin")])
+    assert "not found" in _error(capsys, [str(tmp_path / "nope.bin")], 3)
     src = tmp_path / "src.bin"
     src.write_bytes(build_image())
     out = tmp_path / "o.bin"
-    assert "not found" in _error(capsys, ["-c", str(tmp_path / "nope.conf"), "-o", str(out), str(src)])
+    assert "not found" in _error(capsys, ["-c", str(tmp_path / "nope.conf"), "-o", str(out), str(src)], 3)
     assert not out.exists()
 
 
@@ -235,7 +235,7 @@ def test_edit_with_unparsable_editor(tmp_path, monkeypatch, capsys) -> None:
     assert not (tmp_path / "new.bin").exists()
 
 
-@pytest.mark.parametrize("argv,code", [(["--config"], 2), (["/nonexistent/pieeprom.bin"], 1)])
+@pytest.mark.parametrize("argv,code", [(["--config"], 2), (["/nonexistent/pieeprom.bin"], 3)])
 def test_errors_subprocess_single_line(tmp_path, argv, code) -> None:
     result = subprocess.run([sys.executable, "-m", "rpiboot.eeprom.config_tool", *argv],
                             cwd=tmp_path, capture_output=True, text=True, check=False)

@@ -111,12 +111,12 @@ def test_hsm_wrapper_failures(tmp_path, capsys, body: str, message: str) -> None
 def test_errors(tmp_path, key_files, capsys) -> None:
     data = _data(tmp_path)
     out = tmp_path / "o.sig"
-    assert main(["-i", str(tmp_path / "missing"), "-o", str(out)]) == 1
+    assert main(["-i", str(tmp_path / "missing"), "-o", str(out)]) == 3
     assert main(["-k", str(key_files["small"]), "-i", str(data), "-o", str(out)]) == 1
     assert "2048" in capsys.readouterr().err
     assert main(["-k", str(key_files["public"]), "-i", str(data), "-o", str(out)]) == 1
-    assert main(["-k", str(tmp_path / "nokey.pem"), "-i", str(data), "-o", str(out)]) == 1
-    assert main(["-H", str(tmp_path / "no-wrapper"), "-i", str(data), "-o", str(out)]) == 1
+    assert main(["-k", str(tmp_path / "nokey.pem"), "-i", str(data), "-o", str(out)]) == 3
+    assert main(["-H", str(tmp_path / "no-wrapper"), "-i", str(data), "-o", str(out)]) == 3
     assert not out.exists()
     assert main(["-i", str(data), "-v", str(out)]) == 2
     assert main(["-i", str(data)]) == 2

@@ -60,7 +60,7 @@ def test_errors(tmp_path, key_files, capsys) -> None:
     _one_line_error(capsys)
     assert main([str(key_files["small"])]) == 1
     _one_line_error(capsys)
-    assert main([str(tmp_path / "missing.pem")]) == 1
+    assert main([str(tmp_path / "missing.pem")]) == 3
     _one_line_error(capsys)
     assert main(["--inform", "der", str(key_files["public"])]) == 2
     _one_line_error(capsys)

@@ -125,14 +125,14 @@ print(key.sign(open(sys.argv[3], 'rb').read(), padding.PKCS1v15(), hashes.SHA256
     assert a.read_bytes() == b.read_bytes()
 
 
-@pytest.mark.parametrize("args,message", [
-    (["-n", "5"], "key number"),
-    (["-v", "33"], "version"),
-    (["-k", "SMALL"], "2048"),
-    (["-k", "MISSING"], "not found"),
-    (["-H", "FAILING", "-p", "PUBLIC"], "exit code 4"),
+@pytest.mark.parametrize("args,message,code", [
+    (["-n", "5"], "key number", 1),
+    (["-v", "33"], "version", 1),
+    (["-k", "SMALL"], "2048", 1),
+    (["-k", "MISSING"], "not found", 3),
+    (["-H", "FAILING", "-p", "PUBLIC"], "exit code 4", 1),
 ])
-def test_errors(tmp_path, key_files, capsys, args: list[str], message: str) -> None:
+def test_errors(tmp_path, key_files, capsys, args: list[str], message: str, code: int) -> None:
     replacements = {"SMALL": str(key_files["small"]), "MISSING": str(tmp_path / "none.pem"),
                     "PUBLIC": str(key_files["public"]),
                     "FAILING": str(_wrapper(tmp_path, "sys.exit(4)"))}
@@ -140,7 +140,7 @@ def test_errors(tmp_path, key_files, capsys, args: list[str], message: str) -> N
     if "-k" not in args and "-H" not in args:
         args += ["-k", str(key_files["private"])]
     out = tmp_path / "o.bin"
-    assert main(["-c", "2712", "-i", str(_payload(tmp_path)), "-o", str(out)] + args) == 1
+    assert main(["-c", "2712", "-i", str(_payload(tmp_path)), "-o", str(out)] + args) == code
     err = capsys.readouterr().err
     assert err.startswith("rpi-sign-bootcode: error:") and message in err
     assert not out.exists()

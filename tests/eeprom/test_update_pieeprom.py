@@ -98,17 +98,17 @@ def test_signed_synthetic_ab_with_firmware(tmp_path, monkeypatch, key_files, cap
 
 def test_errors(tmp_path, monkeypatch, key_files, capsys) -> None:
     monkeypatch.chdir(tmp_path)
-    assert main([]) == 1
+    assert main([]) == 3
     assert "source image" in capsys.readouterr().err
     (tmp_path / "pieeprom.original.bin").write_bytes(build_image())
-    assert main([]) == 1
+    assert main([]) == 3
     assert "config file" in capsys.readouterr().err
     (tmp_path / "boot.conf").write_bytes(b"[all]\n")
-    assert main(["-k", "missing.pem"]) == 1
+    assert main(["-k", "missing.pem"]) == 3
     assert main(["-k", ""]) == 2
     assert main(["-k", str(key_files["small"])]) == 1
     assert "2048" in capsys.readouterr().err
-    assert main(["-H", "definitely-not-a-wrapper-xyz", "-p", str(key_files["public"])]) == 1
+    assert main(["-H", "definitely-not-a-wrapper-xyz", "-p", str(key_files["public"])]) == 3
     assert main(["-H", sys.executable]) == 2
     capsys.readouterr()
     assert main(["-z"]) == 2
@@ -128,7 +128,9 @@ def _failing_wrapper(tmp_path: Path) -> Path:
 
 def test_failing_run_keeps_previous_outputs(tmp_path, monkeypatch, key_files, capsys) -> None:
     monkeypatch.chdir(tmp_path)
-    (tmp_path / "pieeprom.original.bin").write_bytes(build_image())
+    # -f applies to BCM2712 images only: a 2 MiB A/B image.
+    (tmp_path / "pieeprom.original.bin").write_bytes(
+        build_image(size=2 * 1024 * 1024, ab=True, last_pad_to=img.PARTITION_END))
     (tmp_path / "boot.conf").write_bytes(b"[all]\nBOOT_ORDER=0xf41\n")
     (tmp_path / "recovery.original.bin").write_bytes(b"\x30" * 1000)
     assert main(["-f", "-k", str(key_files["private"])]) == 0

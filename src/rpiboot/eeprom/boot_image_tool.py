@@ -23,10 +23,12 @@ Like upstream, top-level entries whose names start with "." are not copied.
 Exit codes:
     0  success
     2  usage error: bad/missing/empty option or invalid environment value
-    3  source problem: directory missing, unreadable file, name not storable on FAT
+    3  missing or unreadable input (source directory, a file in it, the key
+       file), or a source name FAT cannot store
     4  contents do not fit the requested size, or impossible FAT parameters
     5  output cannot be written, e.g. -o names a directory (nothing is left behind)
-    6  signing key missing, unreadable or not an RSA-2048 private key
+    6  the signing key is not an RSA-2048 private key
+(0, 2 and 3 mean the same in every EEPROM tool: see rpiboot.eeprom.common.)
 """
 
 from __future__ import annotations
@@ -40,12 +42,9 @@ import sys
 import tempfile
 import time
 from pathlib import Path, PurePosixPath
-from typing import Any, Callable, NoReturn, Sequence
+from typing import TYPE_CHECKING, Any, Callable, NoReturn, Sequence
 
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.asymmetric import padding, rsa, utils
-
-from rpiboot.eeprom.common import ToolError
+from rpiboot.eeprom.common import EXIT_MISSING_INPUT, ToolError
 from rpiboot.eeprom.signing import load_private_key, sig_text
 from rpiboot.eeprom.fat_image import (
     FatParameterError,
@@ -55,6 +54,9 @@ from rpiboot.eeprom.fat_image import (
     plan_fat_image,
     write_fat_image,
 )
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric import rsa
 
 PROG = "rpi-make-boot-image"
 EXIT_USAGE, EXIT_SOURCE, EXIT_SIZE, EXIT_OUTPUT, EXIT_KEY = 2, 3, 4, 5, 6
@@ -134,6 +136,8 @@ def _load_key(path: Path) -> rsa.RSAPrivateKey:
     try:
         return load_private_key(str(path))
     except ToolError as exc:
+        if exc.exit_code == EXIT_MISSING_INPUT:
+            raise SourceError(str(exc)) from None
         raise _KeyError(str(exc)) from None
 
 
@@ -157,6 +161,8 @@ class _OutputError(Exception):
 
 def _signature_text(image: Path, key: rsa.RSAPrivateKey, timestamp: int) -> str:
     """rpi-eeprom-digest .sig body; the image is hashed as a stream, not read whole."""
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import padding, utils
     digest = hashlib.sha256()
     with open(image, "rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):

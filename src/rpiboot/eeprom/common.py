@@ -1,28 +1,31 @@
 """Helpers shared by the EEPROM / secure-boot command-line tools.
 
-Exit codes of the tools that report errors through run_tool()
-(rpi-eeprom-config, rpi-eeprom-digest, rpi-sign-bootcode,
-rpi-bootloader-key-convert, update-pieeprom):
+Exit codes, the same in every EEPROM tool (rpi-eeprom-config,
+rpi-eeprom-digest, rpi-sign-bootcode, rpi-bootloader-key-convert,
+update-pieeprom, rpi-make-boot-image, make-pi4-rpiboot-gpio-sd,
+make-eeprom-update-sd, rpi-secure-boot-check):
     0  success
-    1  runtime error (bad input file, failed signature, missing file, ...)
-    2  command-line usage error (argparse)
+    1  error: the inputs were read but are wrong (bad image, bad key, a
+       signature that does not verify, a failed check, a failed write)
+    2  command-line usage error
+    3  an input is missing or cannot be read (a file or directory named on
+       the command line or taken by default, a key file, an HSM wrapper)
 
-rpi-make-boot-image does not use run_tool(): it keeps 0 and 2 with the same
-meaning but splits runtime errors into 3 (source), 4 (size), 5 (output) and
-6 (signing key); see its module docstring.
+rpi-make-boot-image adds 4 (contents do not fit), 5 (output cannot be
+written) and 6 (the key file exists but is not a usable RSA-2048 private
+key); see its module docstring.
 """
 
 from __future__ import annotations
 
 import os
 import sys
-import tempfile
-from pathlib import Path
 from typing import Callable, Sequence
 
 EXIT_OK = 0
 EXIT_ERROR = 1
 EXIT_USAGE = 2
+EXIT_MISSING_INPUT = 3
 
 
 class ToolError(Exception):
@@ -36,11 +39,13 @@ class ToolError(Exception):
 def read_file(path: str | os.PathLike[str], what: str = "file") -> bytes:
     """Read a whole file, turning OS errors into ToolError."""
     try:
-        return Path(path).read_bytes()
+        with open(path, "rb") as f:
+            return f.read()
     except FileNotFoundError:
-        raise ToolError(f"{what} '{path}' not found") from None
+        raise ToolError(f"{what} '{path}' not found", EXIT_MISSING_INPUT) from None
     except OSError as err:
-        raise ToolError(f"cannot read {what} '{path}': {err.strerror or err}") from None
+        raise ToolError(f"cannot read {what} '{path}': {err.strerror or err}",
+                        EXIT_MISSING_INPUT) from None
 
 
 def atomic_write(path: str | os.PathLike[str], data: bytes) -> None:
@@ -74,10 +79,10 @@ def write_files_atomically(files: Sequence[tuple[str, bytes]]) -> None:
 
 
 def _stage(path: str, data: bytes) -> str:
-    target = Path(path)
-    directory = target.parent if str(target.parent) else Path(".")
+    import tempfile   # not needed by the tools that only read
+    directory, name = os.path.split(path)
     try:
-        fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=directory)
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{name}.", suffix=".tmp", dir=directory or ".")
     except OSError as err:
         raise ToolError(f"cannot write '{path}': {err.strerror or err}") from None
     try:
@@ -126,10 +131,9 @@ def _backup(path: str) -> str | None:
     """Hard-link an existing regular file to a temp name so it can be restored."""
     if not os.path.isfile(path):
         return None
-    target = Path(path)
-    directory = target.parent if str(target.parent) else Path(".")
+    directory, base = os.path.split(path)
     for attempt in range(100):
-        name = str(directory / f".{target.name}.old{os.getpid()}.{attempt}")
+        name = os.path.join(directory, f".{base}.old{os.getpid()}.{attempt}")
         try:
             os.link(path, name)
             return name

@@ -1,7 +1,7 @@
 """rpi-eeprom-config: read, extract and rewrite Raspberry Pi bootloader EEPROM images.
 
-Exit codes: 0 success, 1 error (bad image, file too large, missing file, bad
-key, ...), 2 usage error.  Errors are one line on stderr:
+Exit codes: 0 success, 1 error (bad image, file too large, bad key, ...),
+2 usage error, 3 missing or unreadable input (see common.py).  Errors are one line on stderr:
 ``rpi-eeprom-config: error: ...``.
 
 Differences from upstream (on purpose): --apply and reading the live config
@@ -16,11 +16,7 @@ from __future__ import annotations
 
 import argparse
 import os
-import shlex
-import subprocess
 import sys
-import tempfile
-from pathlib import Path
 from typing import Sequence
 
 from . import image as img
@@ -129,6 +125,10 @@ def extract(image: img.EepromImage) -> None:
 
 
 def edit(image: img.EepromImage, out: str) -> None:
+    import shlex
+    import subprocess
+    import tempfile
+    from pathlib import Path
     editor = os.environ.get("EDITOR", "nano")
     with tempfile.TemporaryDirectory() as tmp:
         conf = Path(tmp) / "boot.conf"

@@ -4,7 +4,7 @@
   rpi-eeprom-digest -k public.pem -i IMAGE -v SIGFILE
 
 Exit codes: 0 success / "Verified OK"; 1 error or "Verification failure";
-2 usage error.  The ``ts:`` line uses $SOURCE_DATE_EPOCH when it is set and
+2 usage error; 3 missing or unreadable input (file, key, HSM wrapper).  The ``ts:`` line uses $SOURCE_DATE_EPOCH when it is set and
 non-empty, else the current time.
 
 Differences from upstream: keys must be RSA-2048 PEM/DER files (PKCS#11
@@ -44,7 +44,7 @@ With -v, check such a .sig file instead.
   -H WRAPPER   sign through WRAPPER instead of a key file; it is run as
                'WRAPPER -a rsa2048-sha256 FILE' and must print the hex signature
   -v SIGFILE   check the signature in SIGFILE against FILE (needs -k)
-  -h           show this text
+  -h, --help   show this text
 
 For example, a plain digest of an EEPROM image:
     rpi-eeprom-digest -o pieeprom.sig -i pieeprom.bin
@@ -62,7 +62,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-H", dest="hsm_wrapper", default="")
     parser.add_argument("-o", dest="output", default="")
     parser.add_argument("-v", dest="signature")
-    parser.add_argument("-h", dest="help", action="store_true")
+    parser.add_argument("-h", "--help", dest="help", action="store_true")
     return parser
 
 

@@ -19,7 +19,7 @@ window, exactly like upstream ``rpi-eeprom-config``.
 from __future__ import annotations
 
 import struct
-from dataclasses import dataclass
+from typing import NamedTuple
 
 from .common import ToolError
 
@@ -39,6 +39,12 @@ FILE_LENGTH_OVERHEAD = FILENAME_LEN + FILE_RESERVED_LEN  # 16
 ERASE_ALIGN_SIZE = 4096
 # Upstream limit for config-like files (bootconf.txt, bootconf.sig, ...).
 MAX_FILE_SIZE = ERASE_ALIGN_SIZE - 20
+# Upstream sizes a file section as n+20 bytes; it really takes n+24.  Where the
+# section is followed only by the reserved last erase block of the image (the
+# bootloader's scratch page, no section lives there) upstream writes files whose
+# last 4 bytes land in that block, and so do we, byte for byte.  Before a real
+# section (or the end of an A/B partition) the real footprint must fit.
+UPSTREAM_FOOTPRINT_SLACK = FILE_DATA_OFFSET - 20
 
 READ_ONLY_SIZE = 64 * 1024
 PARTITION_SIZE = 988 * 1024
@@ -58,8 +64,7 @@ UPDATE_TIME_FILENAME = "updatetime"
 AB_BOOTSYS_NAME_OFFSET = READ_ONLY_SIZE + SECTION_HDR_LEN
 
 
-@dataclass(frozen=True)
-class Section:
+class Section(NamedTuple):
     magic: int
     offset: int
     length: int
@@ -70,14 +75,14 @@ class Section:
         return self.offset + SECTION_HDR_LEN + self.length
 
 
-@dataclass(frozen=True)
-class FileSlot:
+class FileSlot(NamedTuple):
     """Where a file section lives and how far it may grow."""
 
     offset: int
     length: int
     is_last: bool
     next_offset: int
+    next_is_reserved_block: bool = False   # next_offset is the image's reserved last 4 KiB
 
 
 def align8(value: int) -> int:
@@ -113,12 +118,13 @@ class EepromImage:
             in_window = ((start is None or section.offset >= start)
                          and (end is None or section.offset < end))
             if in_window and section.magic == FILE_MAGIC and section.filename == filename:
-                default_next = self.size - ERASE_ALIGN_SIZE
-                if end is not None:
-                    default_next = min(default_next, end)
+                reserved = self.size - ERASE_ALIGN_SIZE
+                default_next = reserved if end is None else min(reserved, end)
+                next_offset = self._next_data_section(index, -1)
                 return FileSlot(section.offset, section.length,
                                 index == len(self.sections) - 1,
-                                self._next_data_section(index, default_next))
+                                default_next if next_offset < 0 else next_offset,
+                                next_offset < 0 and default_next == reserved)
         return None
 
     def _next_data_section(self, index: int, default: int) -> int:
@@ -173,11 +179,12 @@ class EepromImage:
             raise ToolError(f"{self.name}: update target '{filename}' not found in image")
         footprint = FILE_DATA_OFFSET + len(data)
         limit = self.size - ERASE_ALIGN_SIZE
-        if slot.offset + footprint > limit:
+        if slot.offset + footprint - UPSTREAM_FOOTPRINT_SLACK > limit:
             raise ToolError(
                 f"no space available for {filename}: needs {footprint} bytes, "
-                f"{limit - slot.offset} available")
-        if slot.offset + footprint > slot.next_offset:
+                f"{limit + UPSTREAM_FOOTPRINT_SLACK - slot.offset} available")
+        slack = UPSTREAM_FOOTPRINT_SLACK if slot.next_is_reserved_block else 0
+        if slot.offset + footprint - slack > slot.next_offset:
             raise ToolError(
                 f"{filename} ({len(data)} bytes) is too large: the section needs {footprint} bytes "
                 f"but only {slot.next_offset - slot.offset} are available before the next section")

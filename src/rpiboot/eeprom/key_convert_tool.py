@@ -10,7 +10,8 @@ is the value the bootloader programs into OTP as CUSTOMER_KEY_HASH (and logs
 as "Customer key hash"); with it the converted key is only written when
 --output is given.  The PEM input may be a public or a private key; only the
 public part is used.  A ``--inform bin`` input must be exactly 264 bytes
-and hold a 2048-bit modulus.  Exit codes: 0 success, 1 error, 2 usage error.
+and hold a 2048-bit modulus.  Exit codes: 0 success, 1 error, 2 usage error,
+3 missing or unreadable input.
 """
 
 from __future__ import annotations

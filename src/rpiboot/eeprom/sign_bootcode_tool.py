@@ -7,7 +7,8 @@
 
 With no -o, the result goes to stdout base64-encoded; with no -i, the input
 is taken base64-encoded from stdin.  ``-v`` is the anti-rollback version
-(0-32), not verbosity.  Exit codes: 0 success, 1 error, 2 usage error.
+(0-32), not verbosity.  Exit codes: 0 success, 1 error, 2 usage error,
+3 missing or unreadable input.
 
 Differences from upstream: only chips 2711 and 2712 are accepted (upstream
 silently did nothing for others); keys must be RSA-2048; the HSM wrapper

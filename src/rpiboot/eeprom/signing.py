@@ -17,23 +17,20 @@ Formats:
 
 from __future__ import annotations
 
-import base64
 import binascii
-import hashlib
-import hmac
 import os
 import struct
-import subprocess
-import tempfile
 import time
-from dataclasses import dataclass
-from typing import Callable, Union
+from typing import TYPE_CHECKING, Callable, NamedTuple, Union
 
-from cryptography.exceptions import InvalidSignature, UnsupportedAlgorithm
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import padding, rsa
+from .common import EXIT_MISSING_INPUT, ToolError, read_file
 
-from .common import ToolError, read_file
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+# `cryptography` (and hashlib, subprocess, tempfile) are imported inside the
+# functions that use them: printing an image's config must not pay for loading
+# them (see benchmarks/bench_eeprom_startup.py and the README's figures).
 
 RSA_BITS = 2048
 SIGNATURE_LEN = 256
@@ -43,7 +40,7 @@ CUSTOMER_KEYNUM = 16
 HMAC_KEY_HEX_LEN = 40
 HSM_ALGORITHM = "rsa2048-sha256"
 
-RsaKey = Union[rsa.RSAPrivateKey, rsa.RSAPublicKey]
+RsaKey = Union["rsa.RSAPrivateKey", "rsa.RSAPublicKey"]
 Signer = Callable[[bytes], bytes]
 
 # -- keys -------------------------------------------------------------------
@@ -51,6 +48,7 @@ Signer = Callable[[bytes], bytes]
 
 def load_rsa_key(path: str) -> RsaKey:
     """Load a PEM (or DER) RSA private or public key; refuse anything else."""
+    from cryptography.hazmat.primitives.asymmetric import rsa
     data = read_file(path, "key file")
     key = _parse_key(data, path)
     if not isinstance(key, (rsa.RSAPrivateKey, rsa.RSAPublicKey)):
@@ -61,6 +59,8 @@ def load_rsa_key(path: str) -> RsaKey:
 
 
 def _parse_key(data: bytes, path: str) -> object:
+    from cryptography.exceptions import UnsupportedAlgorithm
+    from cryptography.hazmat.primitives import serialization
     loaders = (
         lambda: serialization.load_pem_private_key(data, password=None),
         lambda: serialization.load_pem_public_key(data),
@@ -78,6 +78,7 @@ def _parse_key(data: bytes, path: str) -> object:
 
 
 def load_private_key(path: str) -> rsa.RSAPrivateKey:
+    from cryptography.hazmat.primitives.asymmetric import rsa
     key = load_rsa_key(path)
     if not isinstance(key, rsa.RSAPrivateKey):
         raise ToolError(f"key '{path}' is a public key; a private key is needed to sign")
@@ -85,6 +86,7 @@ def load_private_key(path: str) -> rsa.RSAPrivateKey:
 
 
 def public_key_of(key: RsaKey) -> rsa.RSAPublicKey:
+    from cryptography.hazmat.primitives.asymmetric import rsa
     return key.public_key() if isinstance(key, rsa.RSAPrivateKey) else key
 
 
@@ -101,6 +103,7 @@ def public_key_from_bin(data: bytes, name: str = "pubkey.bin", exact: bool = Fal
     bytes and a 2048-bit modulus (for standalone pubkey.bin files)."""
     if len(data) < PUBKEY_BIN_LEN or (exact and len(data) != PUBKEY_BIN_LEN):
         raise ToolError(f"{name}: expected {PUBKEY_BIN_LEN} bytes, got {len(data)}")
+    from cryptography.hazmat.primitives.asymmetric import rsa
     n = int.from_bytes(data[:256], "little")
     e = int.from_bytes(data[256:PUBKEY_BIN_LEN], "little")
     if exact and n.bit_length() != RSA_BITS:
@@ -113,6 +116,7 @@ def public_key_from_bin(data: bytes, name: str = "pubkey.bin", exact: bool = Fal
 
 def public_pem(key: RsaKey) -> bytes:
     """SubjectPublicKeyInfo PEM without a trailing newline (as upstream prints it)."""
+    from cryptography.hazmat.primitives import serialization
     pem = public_key_of(key).public_bytes(
         serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo)
     return pem.rstrip(b"\n")
@@ -120,6 +124,7 @@ def public_pem(key: RsaKey) -> bytes:
 
 def key_hash(pubkey: bytes) -> str:
     """OTP CUSTOMER_KEY_HASH: hex SHA-256 of the 264-byte pubkey.bin."""
+    import hashlib
     return hashlib.sha256(pubkey).hexdigest()
 
 
@@ -127,11 +132,16 @@ def key_hash(pubkey: bytes) -> str:
 
 
 def sign_pkcs1v15(key: rsa.RSAPrivateKey, data: bytes, digest: str = "sha256") -> bytes:
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import padding
     algorithm = hashes.SHA256() if digest == "sha256" else hashes.SHA1()
     return key.sign(data, padding.PKCS1v15(), algorithm)
 
 
 def verify_pkcs1v15(key: RsaKey, data: bytes, signature: bytes) -> bool:
+    from cryptography.exceptions import InvalidSignature
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import padding
     try:
         public_key_of(key).verify(signature, data, padding.PKCS1v15(), hashes.SHA256())
     except InvalidSignature:
@@ -145,11 +155,12 @@ def key_signer(key: rsa.RSAPrivateKey, digest: str = "sha256") -> Signer:
 
 def run_hsm_wrapper(wrapper: str, path: str) -> str:
     """Run ``wrapper -a rsa2048-sha256 path``; return its hex signature (stripped)."""
+    import subprocess
     try:
         result = subprocess.run([wrapper, "-a", HSM_ALGORITHM, path],
                                 capture_output=True, check=False)
     except FileNotFoundError:
-        raise ToolError(f"HSM wrapper '{wrapper}' not found") from None
+        raise ToolError(f"HSM wrapper '{wrapper}' not found", EXIT_MISSING_INPUT) from None
     except OSError as err:
         raise ToolError(f"cannot run HSM wrapper '{wrapper}': {err.strerror or err}") from None
     if result.returncode != 0:
@@ -170,6 +181,7 @@ def run_hsm_wrapper(wrapper: str, path: str) -> str:
 def hsm_signer(wrapper: str) -> Signer:
     """A Signer that hands the data to the wrapper through a private temp file."""
     def sign(data: bytes) -> bytes:
+        import tempfile
         fd, tmp_name = tempfile.mkstemp(prefix="rpi-sign-")
         try:
             with os.fdopen(fd, "wb") as tmp:
@@ -196,6 +208,7 @@ def sig_timestamp() -> str:
 
 def make_sig_file(data: bytes, timestamp: str, target_soc: str = "",
                   rsa_hex: str = "") -> str:
+    import hashlib
     return sig_text(hashlib.sha256(data).hexdigest(), timestamp, target_soc, rsa_hex)
 
 
@@ -251,6 +264,8 @@ def sign_bootcode_2711(payload: bytes, signer: Signer, hmac_key: bytes,
                        keynum: int = 0) -> bytes:
     _check_keynum(keynum)
     body = payload + struct.pack("<ii", len(payload), keynum)
+    import hashlib
+    import hmac
     body += _checked_signature(signer(body))
     return _check_size(body + hmac.new(hmac_key, body, hashlib.sha1).digest())
 
@@ -266,13 +281,13 @@ def load_hmac_key(path: str) -> bytes:
     if len(text) != HMAC_KEY_HEX_LEN:
         raise ToolError(f"bad HMAC key length {len(text)}, expected {HMAC_KEY_HEX_LEN}")
     try:
+        import base64
         return base64.b16decode(text, casefold=True)
     except binascii.Error:
         raise ToolError(f"HMAC key in '{path}' is not hex") from None
 
 
-@dataclass(frozen=True)
-class SignatureBlock2712:
+class SignatureBlock2712(NamedTuple):
     length: int
     keynum: int
     version: int

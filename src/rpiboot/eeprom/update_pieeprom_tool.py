@@ -4,7 +4,7 @@ Builds pieeprom.bin (+ pieeprom.sig) from pieeprom.original.bin and boot.conf
 in the current directory, optionally signing the config (-k / -H) and
 counter-signing the firmware (-f) and recovery.bin (-r, writes bootcode5.bin).
 
-Exit codes: 0 success, 1 error, 2 usage error.  Differences from the script:
+Exit codes: 0 success, 1 error, 2 usage error, 3 missing input (see common.py).  Differences from the script:
 no ``set -x`` trace, no rpi-eeprom submodule warning, an unknown option is a
 usage error (the script printed the help and carried on), keys and inputs are
 all checked before anything is written, and the outputs (image, .sig and
@@ -20,15 +20,16 @@ import re
 import shutil
 import sys
 from dataclasses import dataclass, field
-from typing import Sequence
-
-from cryptography.hazmat.primitives.asymmetric import rsa
+from typing import TYPE_CHECKING, Sequence
 
 from . import image as img
-from .common import ToolError, read_file, run_tool, write_files_atomically
+from .common import EXIT_MISSING_INPUT, EXIT_USAGE, ToolError, read_file, run_tool, write_files_atomically
 from .signing import (RsaKey, Signer, hsm_signer, key_signer, load_private_key, load_rsa_key,
                       make_sig_file, pubkey_bin, run_hsm_wrapper, sig_timestamp,
                       sign_bootcode_2712, sign_pkcs1v15, verify_pkcs1v15)
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric import rsa
 
 PROG = "update-pieeprom"
 
@@ -38,6 +39,7 @@ RECOVERY_SRC = "recovery.original.bin"
 RECOVERY_DST = "bootcode5.bin"
 SIGNED_BOOT_IMAGE = "pieeprom.signed_boot.bin"
 CUSTOMER_KEYNUM = 16
+BCM2711_IMAGE_SIZE = 512 * 1024
 
 USAGE_LINE = "update-pieeprom [-c CONF] [-i IMAGE] [-o OUTPUT] [-k KEY] [-p PUBKEY] [-H WRAPPER] [-f] [-r]"
 
@@ -65,7 +67,7 @@ Secure boot:
   -r          with -f: counter-sign recovery.original.bin into bootcode5.bin;
               without it bootcode5.bin is a plain copy.  Only use -r once
               secure boot is already enabled on the device.
-  -h          show this text
+  -h, --help  show this text
 """
 
 
@@ -117,7 +119,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-H", dest="hsm_wrapper", default="")
     parser.add_argument("-f", dest="sign_firmware", action="store_true")
     parser.add_argument("-r", dest="sign_recovery", action="store_true")
-    parser.add_argument("-h", dest="help", action="store_true")
+    parser.add_argument("-h", "--help", dest="help", action="store_true")
     return parser
 
 
@@ -146,18 +148,18 @@ def check_options(args: argparse.Namespace) -> Options:
         if not args.pem_file:
             raise ToolError("-k was given an empty key file name", 2)
         if not os.path.isfile(args.pem_file):
-            raise ToolError(f"cannot find the private key '{args.pem_file}'")
+            raise ToolError(f"cannot find the private key '{args.pem_file}'", EXIT_MISSING_INPUT)
     if not os.path.isfile(args.src_image):
-        raise ToolError(f"cannot find the source image '{args.src_image}'")
+        raise ToolError(f"cannot find the source image '{args.src_image}'", EXIT_MISSING_INPUT)
     if not os.path.isfile(args.config):
-        raise ToolError(f"cannot find the config file '{args.config}'")
+        raise ToolError(f"cannot find the config file '{args.config}'", EXIT_MISSING_INPUT)
     if args.hsm_wrapper:
         if shutil.which(args.hsm_wrapper) is None:
-            raise ToolError(f"cannot find the HSM wrapper '{args.hsm_wrapper}'")
+            raise ToolError(f"cannot find the HSM wrapper '{args.hsm_wrapper}'", EXIT_MISSING_INPUT)
         if not args.public_pem_file:
             raise ToolError("an HSM wrapper (-H) needs the public key as well (-p public.pem)", 2)
         if not os.path.isfile(args.public_pem_file):
-            raise ToolError(f"cannot find the public key '{args.public_pem_file}'")
+            raise ToolError(f"cannot find the public key '{args.public_pem_file}'", EXIT_MISSING_INPUT)
     pem = args.pem_file or ""
     opts = Options(args.config, args.src_image, args.dst_image, pem,
                    args.public_pem_file or pem, args.hsm_wrapper,
@@ -213,6 +215,15 @@ def countersign_image_firmware(src_name: str, src_data: bytes, keys: Keys) -> by
     if new_bootsys is not None:
         eeprom.update_file(img.BOOTSYS_BIN, new_bootsys)
     return eeprom.to_bytes()
+
+
+def check_firmware_signing_chip(src_name: str, src_data: bytes, from_option: bool) -> None:
+    """-f counter-signs BCM2712 firmware; a BCM2711 image has nothing it applies to."""
+    if len(src_data) != BCM2711_IMAGE_SIZE:
+        return   # BCM2712, or a wrong size that EepromImage reports
+    how = "-f" if from_option else "SIGN_FIRMWARE=1"
+    raise ToolError(f"{how} is for BCM2712 (Pi 5) images; '{src_name}' is a BCM2711 (Pi 4) image "
+                    f"({len(src_data) // 1024} KiB): leave out {how} (and -r)", EXIT_USAGE)
 
 
 def build_timestamp(data: bytes) -> int | None:
@@ -276,6 +287,7 @@ def _main(argv: Sequence[str] | None) -> int:
 
     outputs = Outputs()
     if opts.sign_firmware:
+        check_firmware_signing_chip(src_name, src_data, args.sign_firmware)
         clash = {os.path.abspath(opts.dst_image), os.path.abspath(dst_sig)} & \
             {os.path.abspath(RECOVERY_DST), os.path.abspath(SIGNED_BOOT_IMAGE)}
         if clash:
