@@ -11,6 +11,10 @@ APT_PACKAGES=(umockdev gir1.2-umockdev-1.0 python3-gi libusb-1.0-0 dosfstools mt
 # xz-utils, zstd, bmap-tools: the provisioning tests also read what the real xz, zstd and
 # bmaptool commands write (those tests skip without them).
 APT_PACKAGES+=(xz-utils zstd bmap-tools)
+# chromium + chromium-driver: the station dashboard is tested in Debian's headless Chromium
+# (driven through Selenium with the driver's path given: no browser is downloaded).
+APT_PACKAGES+=(chromium chromium-driver)
+
 missing=()
 for package in "${APT_PACKAGES[@]}"; do
   dpkg-query -W -f='${Status}' "$package" 2>/dev/null | grep -q "ok installed" || missing+=("$package")
