@@ -37,14 +37,17 @@ def hammer(target: str, station: str, boards: int, barrier, results) -> None:  #
     results.put({"station": station, "won": won, "lost": lost, "units": units, "entries": entries})
 
 
-def run_station(root, profile, serials, url, station, barrier, results) -> None:  # type: ignore
+def run_station(root, profile, serials, url, station, barrier, results,
+                small=()) -> None:  # type: ignore
     """One "host" of the two-station test (a child process): its own virtual boards on its own
-    virtual bus, provisioned through the pipeline into the shared ledger."""
+    virtual bus, provisioned through the pipeline into the shared ledger. Boards whose serial is
+    in ``small`` get a 1 MiB disk, too small for the image."""
     import sys
     from pathlib import Path
     sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "provision"))
     from provision_support import board, run_virtual
-    pis = [board("2712", port, serial, root / f"disk{port}.img", 64 << 20)
+    pis = [board("2712", port, serial, root / f"disk{port}.img",
+                 (1 << 20) if serial in small else (64 << 20))
            for port, serial in enumerate(serials, 1)]
     barrier.wait(timeout=60)
     run = run_virtual(root, profile, pis, ledger=url, station=station)

@@ -216,20 +216,20 @@ def test_progress_renews_the_claim(ledger, ledger_target, monkeypatch):
 
 
 def test_a_live_station_keeps_its_claim_past_the_lease(ledger, ledger_target):
-    ledger.claim("10000001", "profile-1", expires_after=0.3)    # the heartbeat renews it
-    time.sleep(0.9)
+    ledger.claim("10000001", "profile-1", expires_after=1.2)    # the heartbeat renews it
+    time.sleep(2.5)                                               # two leases
     other = open_ledger(ledger_target, station="station-b")
     with pytest.raises(ClaimedElsewhereError):
         other.claim("10000001", "profile-1")
     other.close()
 
 
-def test_a_killed_stations_claim_expires_after_its_lease(ledger_target):
+def test_a_killed_stations_claim_expires_after_its_lease(ledger_target, monkeypatch):
     script = textwrap.dedent(f"""
         import os
         from rpiboot.provision.ledger import open_ledger
         ledger = open_ledger({ledger_target!r}, station="dying")
-        ledger.claim("10000001", "profile-1", expires_after=1.5)
+        ledger.claim("10000001", "profile-1", expires_after=600)
         os._exit(9)
     """)
     assert subprocess.run([sys.executable, "-c", script], timeout=60).returncode == 9
@@ -237,8 +237,11 @@ def test_a_killed_stations_claim_expires_after_its_lease(ledger_target):
     with pytest.raises(ClaimedElsewhereError, match="station dying"):
         other.claim("10000001", "profile-1")
     with other._transaction() as tx:
-        expires = tx.execute("SELECT expires FROM claims WHERE serial = ?", ("10000001",)).one()[0]
-    time.sleep(max(0.0, expires - time.time()) + 0.05)
+        claimed = tx.execute("SELECT claimed FROM claims WHERE serial = ?", ("10000001",)).one()[0]
+    monkeypatch.setattr(base, "_now", lambda: claimed + 599)
+    with pytest.raises(ClaimedElsewhereError):
+        other.claim("10000001", "profile-1")
+    monkeypatch.setattr(base, "_now", lambda: claimed + 601)     # nobody renewed it
     other.claim("10000001", "profile-1")
     other.close()
 
