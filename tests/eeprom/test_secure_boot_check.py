@@ -113,6 +113,20 @@ def test_wrong_key_is_a_problem(tmp_path, monkeypatch, key_files, rpi_key, capsy
     assert err.startswith("rpi-secure-boot-check: error: ") and err.count("\n") == 1
 
 
+def test_program_pubkey_names_the_hash_recovery_will_write(tmp_path, monkeypatch, key_files,
+                                                           capsys) -> None:
+    """recovery.bin writes the hash of the key inside pieeprom.bin, whatever -k says."""
+    directory = make_2711_dir(tmp_path, key_files["private"], monkeypatch)
+    other_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    other = _pem(other_key, tmp_path / "other.pem")
+    code, out, _ = run(capsys, str(directory), "-k", str(other))
+    assert code == 1
+    (action,) = [line for line in out.splitlines() if line.startswith("- program_pubkey=1")]
+    embedded = key_hash(pubkey_bin(rsa_public(key_files["public"])))
+    assert f"writes the key hash {embedded} " in action, action
+    assert key_hash(pubkey_bin(other_key)) not in action
+
+
 def test_without_key_uses_the_embedded_one(tmp_path, monkeypatch, key_files, rpi_key, capsys) -> None:
     directory = make_2712_dir(tmp_path, key_files["private"], rpi_key, monkeypatch)
     code, out, _ = run(capsys, str(directory))

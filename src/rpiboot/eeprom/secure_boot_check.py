@@ -55,6 +55,7 @@ class Report:
     key_source: str
     pubkey: bytes | None = None            # pubkey.bin checked against: from -k, else the image's
     signing_key: str = ""                  # -k when it is a private key (for the fix commands)
+    embedded_pubkey: bytes | None = None   # pubkey.bin inside pieeprom.bin: what OTP will get
     findings: list[Finding] = field(default_factory=list)
     irreversible: list[str] = field(default_factory=list)
 
@@ -197,6 +198,7 @@ def _check_pieeprom(report: Report) -> img.EepromImage | None:
                    "built for secure boot", fix)
         return eeprom
     embedded_hash = key_hash(embedded)
+    report.embedded_pubkey = embedded
     if report.pubkey is None:
         report.pubkey = embedded
         report.add(INFO, "pieeprom.bin", "no key given (-k): checking against the public key the image "
@@ -269,10 +271,13 @@ def _check_config_txt(report: Report) -> dict[str, str]:
     enabled = {name: value for name, value in values.items() if value not in ("", "0")}
     chip = f"BCM{report.chip}"
     if "program_pubkey" in enabled:
+        # recovery.bin writes the hash of the key in pieeprom.bin, not necessarily -k's.
+        otp_hash = key_hash(report.embedded_pubkey) if report.embedded_pubkey else None
         report.irreversible.append(
             f"program_pubkey={enabled['program_pubkey']}: writes the key hash "
-            f"{report.key_hash or '(unknown)'} to the {chip} OTP; from then on the board boots only "
-            "firmware, configuration and OS images signed with that key")
+            f"{otp_hash or '(unknown: pieeprom.bin holds no key)'} (the key inside pieeprom.bin) "
+            f"to the {chip} OTP; from then on the board boots only firmware, configuration and OS "
+            "images signed with that key")
         if report.chip == "2711":
             report.irreversible.append("  (recovery.bin 2025-05-16 and newer also revokes the development "
                                        "key, as revoke_devkey=1 does)")
