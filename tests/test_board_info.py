@@ -51,11 +51,24 @@ def test_cm4_example_from_usbboot_readme() -> None:
     assert board is not None
     assert board.to_dict()["secure_boot_key_programmed"] is False
     assert board.jtag_locked is False and board.wireless is True and board.emmc is True
-    assert board.advanced_boot == {"raw": "0000e8e8", "eth_clk_gpio": 0x68,
-                                   "eth_clk_enabled": True, "lan_run_gpio": 0x68,
-                                   "lan_run_enabled": True}
+    # Raspberry Pi's OTP documentation gives row 66's fields "not BCM2711" (GPIO 0x68 = 104
+    # does not exist on a BCM2711): on a CM4 only the raw value is known.
+    assert board.advanced_boot == {"raw": "0000e8e8"}
     assert describe(board.to_dict()) == ("Compute Module 4 rev 1.1, 4 GB, Sony UK, BCM2711, "
                                          "wireless, eMMC, no secure-boot key")
+
+
+@pytest.mark.parametrize("code, fields", [
+    ("a02100", {"raw": "0000e8e8", "eth_clk_gpio": 0x68, "eth_clk_enabled": True,
+                "lan_run_gpio": 0x68, "lan_run_enabled": True}),   # CM3+, BCM2837: documented
+    ("d04180", {"raw": "0000e8e8"}),                                # CM5, BCM2712: another row
+    (None, {"raw": "0000e8e8"}),                                    # processor not known
+])
+def test_advanced_boot_fields_only_where_documented(code: str | None,
+                                                    fields: dict[str, object]) -> None:
+    metadata = {"ADVANCED_BOOT": "0000e8e8", **({"USER_BOARDREV": code} if code else {})}
+    board = decode_board(metadata)
+    assert board is not None and board.advanced_boot == fields
 
 
 def test_programmed_key_lite_without_wireless_and_jtag_locked() -> None:

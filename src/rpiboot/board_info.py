@@ -14,8 +14,11 @@ writes them unchanged). This module decodes the ones usbboot's README points to:
 - ``BOARD_ATTR``: assumed to be OTP row 33, "board revision extended", since usbboot's README
   sends readers to the board-revision documentation for it; on a Compute Module 4 bit 30 set means
   no wireless module and bit 31 set means no eMMC (Lite). Other models: shown as the raw value.
-- ``ADVANCED_BOOT``: OTP row 66 as documented (ETH_CLK and LAN_RUN GPIOs and their enables);
-  kept as the raw value with the documented fields beside it.
+- ``ADVANCED_BOOT``: always kept as the raw value. Raspberry Pi's OTP documentation describes
+  row 66 (ETH_CLK and LAN_RUN GPIOs and their enables) for the chips before BCM2711 only ("not
+  BCM2711"; BCM2712 has its advanced boot mode in another row with other fields), so those fields
+  are added only when the revision code names a BCM2835/2836/2837. What BCM2711 and BCM2712
+  recovery firmware put in this key is not documented.
 
 Every value comes from the device and is untrusted: anything that is not what the documentation
 describes decodes to ``"unknown"`` (or None), never to an exception.
@@ -83,7 +86,8 @@ def decode_board(metadata: Mapping[str, str]) -> BoardInfo | None:
         revision_code=None if code is None else f"{code:06x}",
         jtag_locked=_flag(metadata.get("JTAG_LOCKED")),
         **_board_attributes(_hex_value(metadata.get("BOARD_ATTR")), board_type),
-        advanced_boot=_advanced_boot(_hex_value(metadata.get("ADVANCED_BOOT"))),
+        advanced_boot=_advanced_boot(_hex_value(metadata.get("ADVANCED_BOOT")),
+                                     fields.get("processor")),
     )
 
 
@@ -149,9 +153,14 @@ def _board_attributes(value: int | None, board_type: int | None) -> dict[str, bo
     return {"wireless": not value & (1 << 30), "emmc": not value & (1 << 31)}
 
 
-def _advanced_boot(value: int | None) -> dict[str, Any] | None:
+_ROW_66_PROCESSORS = ("BCM2835", "BCM2836", "BCM2837")
+
+
+def _advanced_boot(value: int | None, processor: object) -> dict[str, Any] | None:
     if value is None:
         return None
+    if processor not in _ROW_66_PROCESSORS:
+        return {"raw": f"{value:08x}"}
     return {"raw": f"{value:08x}",
             "eth_clk_gpio": value & 0x7F, "eth_clk_enabled": bool(value & 0x80),
             "lan_run_gpio": (value >> 8) & 0x7F, "lan_run_enabled": bool(value & 0x8000)}
