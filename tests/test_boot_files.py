@@ -201,6 +201,10 @@ def test_plain_rpiboot_without_any_directory_fails_at_start(
     err = capsys.readouterr().err
     assert "rpiboot --fetch-boot-files" in err and err.count("\n") == 1
     assert bus.pis[0].received == []
+    # The places searched are named as they are on this machine, not as a "<prefix>" pattern.
+    assert "<prefix>" not in err
+    assert str(no_default_dirs / "prefix" / "share" / "rpiboot") in err
+    assert str(no_default_dirs / "data") in err
 
 
 def test_real_recovery_directory_gets_its_pieeprom(tmp_path: Path, monkeypatch) -> None:
