@@ -166,3 +166,25 @@ def test_json_device_done_carries_the_board(
     [done] = [item for item in events if item["event"] == "device_done"]
     assert done["board"]["model"] == "Compute Module 4"
     assert all(validate(item) == [] for item in events)
+
+
+@pytest.mark.parametrize("width", [80, 120])
+def test_live_view_summary_shows_the_board(width: int) -> None:
+    import io
+
+    from rich.console import Console
+
+    from rpiboot.live_view import LiveView
+    board = decode_board(CM4_META)
+    assert board is not None
+    devices = [{"port": "1-3", "chip": "BCM2711", "serial": "c0ffee01", "stages": ["rom", "server"],
+                "files": 3, "bytes": 4000, "seconds": 0.2, "result": "ok", "error": None,
+                "final": None, "warning": None, "board": board.to_dict()}]
+    console = Console(file=io.StringIO(), width=width, color_system=None)
+    console.print(LiveView.summary_table(devices))
+    lines = console.file.getvalue().splitlines()  # type: ignore[attr-defined]
+    assert all(len(line) <= width for line in lines), lines
+    cells = " ".join(" ".join(part.strip() for part in line.split("│")) for line in lines)
+    words = " ".join(cells.split())
+    for part in ("Compute Module 4", "rev 1.1", "4 GB", "Sony UK", "no secure-boot key"):
+        assert part in words, (part, lines)
