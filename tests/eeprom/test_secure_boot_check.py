@@ -237,6 +237,24 @@ def test_2711_directory(tmp_path, monkeypatch, key_files, capsys) -> None:
     assert "PROBLEM bootcode4.bin: is a symlink to '../firmware/2711/recovery.bin', which does not exist" in out
 
 
+@pytest.mark.parametrize("chip", ["2711", "2712"])
+def test_second_stage_checked_out_as_link_text_is_a_problem(tmp_path, monkeypatch, key_files,
+                                                            rpi_key, capsys, chip) -> None:
+    """A clone without symlink support leaves bootcode4.bin / recovery.original.bin as the text
+    of the link: no ROM runs that, so the directory is not ready."""
+    if chip == "2711":
+        directory = make_2711_dir(tmp_path, key_files["private"], monkeypatch)
+        name, link = "bootcode4.bin", b"../firmware/2711/recovery.bin"
+    else:
+        directory = make_2712_dir(tmp_path, key_files["private"], rpi_key, monkeypatch)
+        name, link = "bootcode5.bin", b"../firmware/2712/recovery.bin"
+    (directory / name).write_bytes(link)
+    code, out, _ = run(capsys, str(directory), "-k", str(key_files["private"]))
+    assert code == 1, out
+    (line,) = [line for line in problem_lines(out) if line.startswith(f"PROBLEM {name}:")]
+    assert "symlink checked out as a file" in line and link.decode() in line
+
+
 def test_unsigned_image_is_a_problem(tmp_path, monkeypatch, key_files, capsys) -> None:
     directory = tmp_path / "d"
     directory.mkdir()

@@ -32,6 +32,7 @@ from pathlib import Path
 
 from . import image as img
 from .common import EXIT_MISSING_INPUT, ToolError
+from .firmware_files import not_firmware
 from .signing import (PUBKEY_BIN_LEN, SIGNATURE_LEN, RsaKey, key_hash, load_rsa_key, pubkey_bin,
                       public_key_from_bin, sig_file_signature, signature_blocks_2712, verify_pkcs1v15)
 
@@ -336,8 +337,17 @@ def _check_firmware_2712(report: Report, eeprom: img.EepromImage) -> None:
                        _fix_update(report, firmware=True))
 
 
+def _read_second_stage(report: Report, name: str, fix: str) -> bytes | None:
+    data = _read(report, name, fix)
+    problem = not_firmware(data) if data is not None else None
+    if problem:
+        report.add(PROBLEM, name, problem, fix)
+        return None
+    return data
+
+
 def _check_bootcode5(report: Report, program_pubkey: bool) -> None:
-    data = _read(report, "bootcode5.bin", _fix_update(report, firmware=True))
+    data = _read_second_stage(report, "bootcode5.bin", _fix_update(report, firmware=True))
     if data is None or report.pubkey is None:
         return
     problem = countersignature_problem(data, report.pubkey)
@@ -360,7 +370,7 @@ def _check_bootcode5(report: Report, program_pubkey: bool) -> None:
 
 
 def _check_bootcode4(report: Report) -> None:
-    _read(report, "bootcode4.bin", "copy the BCM2711 recovery.bin here as bootcode4.bin "
+    _read_second_stage(report, "bootcode4.bin", "copy the BCM2711 recovery.bin here as bootcode4.bin "
           "(usbboot: ln -s ../firmware/2711/recovery.bin bootcode4.bin)")
 
 
