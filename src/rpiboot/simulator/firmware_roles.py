@@ -49,6 +49,8 @@ class BoardState:
     eeprom_sha256: str | None = None
     eeprom_pubkey: bytes | None = None
     """pubkey.bin embedded in the EEPROM image (the key the bootloader verifies boot.img with)."""
+    eeprom_config_signed: bool | None = None
+    """Whether the flashed image's bootconf.sig verifies with its own pubkey.bin."""
     events: list[str] = field(default_factory=list)
     refusals: list[str] = field(default_factory=list)
 
@@ -125,11 +127,17 @@ class Recovery(Role):
     ``recovery_metadata=0`` stops the metadata, which is on by default; ``program_pubkey=1``
     writes the customer key hash into OTP), then the ``.sig`` before the image: pieeprom.sig,
     then pieeprom.bin (older versions looked for pieeprom.upd). The ``.sig`` holds the image's
-    SHA-256 (rpi-eeprom-digest); a mismatch is a "bad signature" and nothing is flashed. A
-    missing image still ends in the success indication (rpi-eeprom issue 735). On a board with
-    secure boot the image must carry the customer key's rsa2048 signature.
+    SHA-256 (rpi-eeprom-digest; usbboot's update-pieeprom.sh writes it without an rsa2048 line,
+    also for secure boot); a mismatch is a "bad signature" and nothing is flashed. A missing
+    image still ends in the success indication (rpi-eeprom issue 735). Once the key is in OTP
+    "the EEPROM configuration file must be signed with the customer private key", and
+    ``program_pubkey=1`` verifies bootconf.sig with the image's key before it writes OTP (the
+    UART log in usbboot's secure-boot-recovery README).
 
-    Assumed: the BCM2711 asks for vl805.sig first (seen in the 214 log); this model reads it
+    Assumed: on a board with the key in OTP recovery.bin itself refuses an image whose
+    pubkey.bin is not that key or whose bootconf.sig does not verify with it (upstream only says
+    such a configuration is not accepted, not which stage refuses it); the BCM2711 asks for
+    vl805.sig first (seen in the 214 log); this model reads it
     and nothing else of the VL805 update (vl805.bin is not modelled); the metadata key set and the EEPROM_UPDATE values "success",
     "failed" and "skipped" (no image); a refused update still sends metadata and ends the stage.
     """
@@ -163,6 +171,8 @@ class Recovery(Role):
             return "failed"
         self.board.eeprom_sha256 = hashlib.sha256(image).hexdigest()
         self.board.eeprom_pubkey = _image_pubkey(image)
+        self.board.eeprom_config_signed = (self.board.eeprom_pubkey is not None
+                                           and _config_signed(image, self.board.eeprom_pubkey))
         self.board.events.append(f"{self.name}: flashed {self.image} "
                                  f"sha256 {self.board.eeprom_sha256}")
         if options.get("program_pubkey") == "1":
@@ -179,17 +189,20 @@ class Recovery(Role):
         if wanted is None:
             return None
         pubkey = _image_pubkey(image)
-        signature = parsed.rsa2048
         if pubkey is None or hashlib.sha256(pubkey).hexdigest() != wanted:
             return "secure boot: the image's public key does not match the OTP key hash"
-        if signature is None or not verify_sha256(pubkey, image, signature):
-            return "secure boot: no valid rsa2048 signature in pieeprom.sig"
+        if not _config_signed(image, pubkey):
+            return "secure boot: bootconf.txt is not signed with the customer key (bootconf.sig)"
         return None
 
     def _program_pubkey(self) -> None:
         pubkey = self.board.eeprom_pubkey
         if pubkey is None:
             self.board.refuse("program_pubkey=1 but the EEPROM image holds no public key")
+            return
+        if self.board.eeprom_config_signed is not True:
+            self.board.refuse("program_pubkey=1 but bootconf.sig does not verify with the "
+                              "image's public key; OTP not written")
             return
         digest = hashlib.sha256(pubkey).hexdigest()
         if self.board.otp.customer_key_hash not in (None, digest):
@@ -388,6 +401,24 @@ def _image_pubkey(image: bytes) -> bytes | None:
     except (ToolError, ValueError, struct.error):
         return None
     return data[:264] if data and len(data) >= 264 else None
+
+
+def _config_signed(image: bytes, pubkey: bytes) -> bool:
+    """Whether the image's bootconf.sig holds the sha256 and a valid rsa2048 signature of its
+    bootconf.txt made with ``pubkey``."""
+    from ..eeprom.common import ToolError
+    from ..eeprom.image import BOOTCONF_SIG, BOOTCONF_TXT, EepromImage
+
+    try:
+        parsed = EepromImage(image)
+        if not (parsed.find_file(BOOTCONF_SIG) and parsed.find_file(BOOTCONF_TXT)):
+            return False
+        config, sig = parsed.get_file(BOOTCONF_TXT), parse_sig(parsed.get_file(BOOTCONF_SIG))
+    except (ToolError, ValueError, struct.error):
+        return False
+    return (sig is not None and sig.rsa2048 is not None
+            and sig.sha256 == hashlib.sha256(config).hexdigest()
+            and verify_sha256(pubkey, config, sig.rsa2048))
 
 
 def _is_hex(text: str) -> bool:
