@@ -255,6 +255,25 @@ def test_second_stage_checked_out_as_link_text_is_a_problem(tmp_path, monkeypatc
     assert "symlink checked out as a file" in line and link.decode() in line
 
 
+def test_2712_clone_without_submodule_is_named(tmp_path, capsys) -> None:
+    """secure-boot-recovery5 from a usbboot clone made without --recurse-submodules: its
+    pieeprom.original.bin and recovery.original.bin are dangling links. Still a BCM2712
+    directory, and the links are named with the way out."""
+    directory = tmp_path / "secure-boot-recovery5"
+    directory.mkdir()
+    (directory / "boot.conf").write_bytes(b"[all]\nSIGNED_BOOT=1\n")
+    (directory / "config.txt").write_text("uart_2ndstage=1\n")
+    (directory / "pieeprom.original.bin").symlink_to("../firmware/2712/pieeprom.bin")
+    (directory / "recovery.original.bin").symlink_to("../firmware/2712/recovery.bin")
+    code, out, _ = run(capsys, str(directory))
+    assert code == 1
+    assert "BCM2712 secure-boot directory" in out and "bootcode4.bin" not in out
+    problems = problem_lines(out)
+    for name in ("pieeprom.original.bin", "recovery.original.bin"):
+        assert any(line.startswith(f"PROBLEM {name}: is a symlink to") and "submodule" in line
+                   for line in problems), problems
+
+
 def test_unsigned_image_is_a_problem(tmp_path, monkeypatch, key_files, capsys) -> None:
     directory = tmp_path / "d"
     directory.mkdir()

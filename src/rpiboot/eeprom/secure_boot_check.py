@@ -99,6 +99,7 @@ def check_directory(inputs: Inputs) -> Report:
     signing_key = inputs.key_path if key is not None and is_private_key(key) else ""
     report = Report(directory, chip, inputs.key_path or "",
                     pubkey_bin(key) if key is not None else None, signing_key=signing_key)
+    _check_sources(report)
     eeprom = _check_pieeprom(report)
     if eeprom is not None:
         _check_config_signature(report, eeprom)
@@ -134,9 +135,21 @@ def _detect_chip(directory: Path) -> str:
         path = directory / name
         if path.is_file():
             return "2712" if path.stat().st_size == 2 * 1024 * 1024 else "2711"
-    if (directory / "bootcode5.bin").exists() or (directory / "recovery.original.bin").exists():
+    # lexists: in a clone without the rpi-eeprom submodule these are dangling links.
+    if any(os.path.lexists(directory / name) for name in ("bootcode5.bin", "recovery.original.bin")):
         return "2712"
     return "2711"
+
+
+def _check_sources(report: Report) -> None:
+    """The inputs update-pieeprom builds from, when they are links into a missing submodule."""
+    for name in ("pieeprom.original.bin", "recovery.original.bin"):
+        path = report.directory / name
+        if path.is_symlink() and not path.exists():
+            report.add(PROBLEM, name, f"is a symlink to '{os.readlink(path)}', which does not exist "
+                       "(usbboot cloned without its rpi-eeprom submodule)",
+                       "git submodule update --init (in the usbboot checkout), then "
+                       + _fix_update(report))
 
 
 def _read(report: Report, name: str, fix: str) -> bytes | None:
