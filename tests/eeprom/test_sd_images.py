@@ -301,6 +301,20 @@ def test_update_card_refusals(tmp_path: Path, capsys) -> None:
     assert not out.exists()
 
 
+def test_update_card_from_usbboot_clone_without_submodule(tmp_path: Path, capsys) -> None:
+    """--chip in a usbboot clone made without --recurse-submodules: the empty rpi-eeprom
+    submodule is named, not "run in an rpi-eeprom checkout"."""
+    checkout = tmp_path / "usbboot"
+    (checkout / "rpi-eeprom").mkdir(parents=True)
+    (checkout / "firmware" / "2711").mkdir(parents=True)
+    (checkout / "firmware" / "2711" / "pieeprom.bin").symlink_to(
+        "../../rpi-eeprom/firmware-2711/latest/pieeprom-2026-05-17.bin")
+    assert update_sd_main(["--chip", "2711", "--checkout", str(checkout),
+                           "-o", str(tmp_path / "card.zip")]) == 3
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "submodule" in err and "git submodule update --init" in err
+
+
 def test_real_recovery_files_are_told_apart(upstream, tmp_path, capsys) -> None:
     from rpiboot.eeprom.firmware_files import recovery_chip
     r2711 = upstream / "rpi-eeprom/firmware-2711/recovery.bin"

@@ -62,8 +62,22 @@ def newest_pieeprom(checkout: Path, chip: str) -> Path:
         found = sorted(p for p in directory.glob("pieeprom-*.bin") if _PIEEPROM_NAME.fullmatch(p.name))
         if found:
             return found[-1]
+    if _submodule_missing(checkout):
+        raise ToolError(f"'{checkout}' is a usbboot checkout without its rpi-eeprom submodule, "
+                        "where the EEPROM images are: run 'git submodule update --init' in it "
+                        "(or clone with --recurse-submodules), or give the image with -i",
+                        EXIT_MISSING_INPUT)
     raise ToolError(f"no firmware-{chip}/latest/pieeprom-*.bin found in '{checkout}'; give the image "
                     "with -i, or run in an rpi-eeprom checkout (--checkout DIR)", EXIT_MISSING_INPUT)
+
+
+def _submodule_missing(checkout: Path) -> bool:
+    """usbboot's rpi-eeprom submodule directory is there but empty (not checked out)."""
+    submodule = checkout / "rpi-eeprom"
+    try:
+        return submodule.is_dir() and not any(submodule.iterdir())
+    except OSError:
+        return False
 
 
 def read_firmware(path: Path, what: str) -> bytes:
