@@ -71,6 +71,17 @@ def test_advanced_boot_fields_only_where_documented(code: str | None,
     assert board is not None and board.advanced_boot == fields
 
 
+def test_board_attr_kept_raw_for_every_model() -> None:
+    """Only the Compute Module 4 bits are decoded; other models keep the value (a Pi 400 holds
+    its keyboard country code there)."""
+    pi400 = decode_board({"USER_BOARDREV": "c03130", "BOARD_ATTR": "00000009"})
+    assert pi400 is not None and pi400.board_attr == "00000009"
+    assert pi400.wireless is None and pi400.emmc is None
+    cm4 = decode_board(CM4_META)
+    assert cm4 is not None and cm4.board_attr == "00000000" and cm4.wireless is True
+    assert decode_board({"USER_BOARDREV": "c03130", "BOARD_ATTR": "zz"}).board_attr is None
+
+
 def test_programmed_key_lite_without_wireless_and_jtag_locked() -> None:
     board = decode_board({**CM4_META, "CUSTOMER_KEY_HASH": "8251a63a" + "0" * 56,
                           "BOARD_ATTR": "c0000000", "JTAG_LOCKED": "1"})

@@ -13,7 +13,8 @@ writes them unchanged). This module decodes the ones usbboot's README points to:
 - ``JTAG_LOCKED``: ``1`` when JTAG has been locked (``program_jtag_lock``).
 - ``BOARD_ATTR``: assumed to be OTP row 33, "board revision extended", since usbboot's README
   sends readers to the board-revision documentation for it; on a Compute Module 4 bit 30 set means
-  no wireless module and bit 31 set means no eMMC (Lite). Other models: shown as the raw value.
+  no wireless module and bit 31 set means no eMMC (Lite). Every model: also kept as the raw
+  value (``board_attr``; a Pi 400 holds its keyboard country code in bits 0-7).
 - ``ADVANCED_BOOT``: always kept as the raw value. Raspberry Pi's OTP documentation describes
   row 66 (ETH_CLK and LAN_RUN GPIOs and their enables) for the chips before BCM2711 only ("not
   BCM2711"; BCM2712 has its advanced boot mode in another row with other fields), so those fields
@@ -65,6 +66,8 @@ class BoardInfo:
     jtag_locked: bool | None = None
     wireless: bool | None = None
     emmc: bool | None = None
+    board_attr: str | None = None
+    """BOARD_ATTR as 8 hex digits (None when not reported or not hex)."""
     advanced_boot: dict[str, Any] | None = field(default=None)
 
     def to_dict(self) -> dict[str, Any]:
@@ -80,12 +83,14 @@ def decode_board(metadata: Mapping[str, str]) -> BoardInfo | None:
     code = _hex_value(metadata.get("USER_BOARDREV"))
     fields = decode_revision_code(code) if code is not None else {}
     board_type = (code >> 4) & 0xFF if code is not None and _is_new_style(code) else None
+    board_attr = _hex_value(metadata.get("BOARD_ATTR"))
     return BoardInfo(
         **fields,
         secure_boot_key_programmed=_key_programmed(metadata.get("CUSTOMER_KEY_HASH")),
         revision_code=None if code is None else f"{code:06x}",
         jtag_locked=_flag(metadata.get("JTAG_LOCKED")),
-        **_board_attributes(_hex_value(metadata.get("BOARD_ATTR")), board_type),
+        **_board_attributes(board_attr, board_type),
+        board_attr=None if board_attr is None else f"{board_attr:08x}",
         advanced_boot=_advanced_boot(_hex_value(metadata.get("ADVANCED_BOOT")),
                                      fields.get("processor")),
     )
