@@ -125,6 +125,8 @@ def test_program_pubkey_names_the_hash_recovery_will_write(tmp_path, monkeypatch
     embedded = key_hash(pubkey_bin(rsa_public(key_files["public"])))
     assert f"writes the key hash {embedded} " in action, action
     assert key_hash(pubkey_bin(other_key)) not in action
+    (header,) = [line for line in out.splitlines() if line.startswith("customer key hash")]
+    assert header.endswith(embedded), header
 
 
 def test_without_key_uses_the_embedded_one(tmp_path, monkeypatch, key_files, rpi_key, capsys) -> None:

@@ -65,6 +65,11 @@ class Report:
         return key_hash(self.pubkey) if self.pubkey is not None else None
 
     @property
+    def otp_key_hash(self) -> str | None:
+        """What program_pubkey=1 writes: the hash of the key inside pieeprom.bin (else -k's)."""
+        return key_hash(self.embedded_pubkey) if self.embedded_pubkey else self.key_hash
+
+    @property
     def key(self) -> RsaKey | None:
         return public_key_from_bin(self.pubkey) if self.pubkey is not None else None
 
