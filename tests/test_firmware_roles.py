@@ -58,6 +58,12 @@ def _eeprom(pubkey: bytes = b"\0" * 264, conf_signer: rsa.RSAPrivateKey | None =
     return bytes(out)
 
 
+def _countersigned(key: rsa.RSAPrivateKey) -> bytes:
+    """A bootcode5.bin whose outermost block is a customer (key number 16) signature."""
+    payload = b"bootcode5 " * 100 + struct.pack("<III", 1000, 16, 0)
+    return payload + _sign(key, payload) + _pubkey(key)
+
+
 def _directory(root: Path, files: dict[str, bytes]) -> Path:
     root.mkdir(parents=True, exist_ok=True)
     for name, data in files.items():
@@ -196,6 +202,34 @@ def test_2712_rom_refuses_bootcode5_not_countersigned(tmp_path: Path,
         assert bool(pi.board.refusals) is not accepted
 
 
+@pytest.mark.parametrize("role", ["recovery5", "mass-storage-gadget", "secure-boot"])
+def test_2712_rom_without_key_refuses_a_countersigned_bootcode5(tmp_path: Path,
+                                                                key: rsa.RSAPrivateKey,
+                                                                role: str) -> None:
+    """usbboot's secure-boot-recovery5 and mass-storage-gadget64 READMEs: a counter-signed
+    recovery.bin / firmware fails on a Pi 5 without secure boot (the ROM checks it against a
+    zero key hash)."""
+    directory = _secure_dir(tmp_path / "d", key, key)
+    _directory(directory, {"bootcode5.bin": _countersigned(key),
+                           "pieeprom.bin": _eeprom(), "pieeprom.sig": _sig(_eeprom())})
+    pi = virtual_board("2712", (2,), [role])
+    code, _ = _boot(VirtualBus([pi]), directory)
+    assert code != ExitCode.OK
+    assert pi.board.refusals and "bootcode5.bin" in pi.board.refusals[0]
+
+
+def test_2712_locked_board_refuses_a_plain_recovery(tmp_path: Path, key: rsa.RSAPrivateKey) -> None:
+    """Once the key is in OTP, recovery.bin (bootcode5.bin) must be counter-signed too."""
+    pubkey = _pubkey(key)
+    image = _eeprom(pubkey, conf_signer=key)
+    directory = _recovery_dir(tmp_path / "r", b"", image)          # bootcode5.bin not signed
+    pi = virtual_board("2712", (2,), ["recovery5"], eeprom_pubkey=pubkey,
+                       otp_key_hash=hashlib.sha256(pubkey).hexdigest())
+    code, _ = _boot(VirtualBus([pi]), directory)
+    assert code != ExitCode.OK and pi.board.eeprom_sha256 is None
+    assert "bootcode5.bin" in pi.board.refusals[0]
+
+
 def test_program_pubkey_secures_later_boots(tmp_path: Path, key: rsa.RSAPrivateKey) -> None:
     pubkey = _pubkey(key)
     image = _eeprom(pubkey, conf_signer=key)
@@ -222,6 +256,7 @@ def test_locked_board_takes_an_update_built_like_upstream(tmp_path: Path, key: r
     pubkey = _pubkey(key)
     image = _eeprom(pubkey, conf_signer=key)
     directory = _recovery_dir(tmp_path / "r", b"", image)   # pieeprom.sig: sha256 + ts only
+    (directory / "bootcode5.bin").write_bytes(_countersigned(key))  # update-pieeprom -f -r
     pi = virtual_board(chip, (3,), [role], eeprom_pubkey=pubkey,
                        otp_key_hash=hashlib.sha256(pubkey).hexdigest())
     _boot(VirtualBus([pi]), directory)

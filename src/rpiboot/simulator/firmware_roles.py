@@ -25,7 +25,8 @@ from dataclasses import dataclass, field
 from typing import Any, Iterator, Sequence
 
 from .script import GET_FILE_SIZE, READ_FILE, Request, done, metadata
-from .signatures import bootcode_2712_trailer, parse_sig, verify_sha256
+from .signatures import (CUSTOMER_KEYNUM, bootcode_2712_keynum, bootcode_2712_trailer, parse_sig,
+                         verify_sha256)
 from .virtual_disk import VirtualDisk
 from .virtual_pi import FinalStage, RomStage, ServerStage, Stage, VirtualPi
 
@@ -89,7 +90,28 @@ class Role:
         """Set when the firmware stops instead of handing over to the board's next stage."""
 
     def check_second_stage(self, data: bytes) -> int:
-        """The ROM's return code for this second stage (0: accepted)."""
+        """The ROM's return code for this second stage (0: accepted).
+
+        Known (usbboot secure-boot-recovery5 and mass-storage-gadget64 READMEs): a BCM2712 with
+        the customer key hash in OTP runs only a bootcode5.bin counter-signed with that key; one
+        without a key refuses a counter-signed bootcode5.bin (its ROM checks against a zero key
+        hash). Assumed: the refusal is a non-zero return code (1); a block with key number 16
+        is what makes it counter-signed; BCM2711's bootcode4.bin is only checked against
+        Raspberry Pi's key, which this model does not hold (accepted)."""
+        if self.board.chip != "2712":
+            return 0
+        wanted = self.board.otp.customer_key_hash
+        if wanted is None:
+            if bootcode_2712_keynum(data) == CUSTOMER_KEYNUM:
+                self.board.refuse("bootcode5.bin: counter-signed with a customer key, but this "
+                                  "board has no key in OTP")
+                return 1
+            return 0
+        trailer = bootcode_2712_trailer(data)
+        if trailer is None or hashlib.sha256(trailer[2]).hexdigest() != wanted or \
+                not verify_sha256(trailer[2], trailer[0], trailer[1]):
+            self.board.refuse("bootcode5.bin: not counter-signed with the customer key")
+            return 1
         return 0
 
     def requests(self, view: StageView) -> Iterator[Request]:
@@ -286,10 +308,8 @@ class SecureBoot(MassStorageGadget):
     hash in OTP the bootloader only runs a boot.img signed by that key (boot.sig, rsa2048); on
     BCM2712 the firmware (bootcode5.bin) must also be counter-signed with it.
 
-    Assumed: the ROM refuses a bootcode5.bin whose outermost signature block is not the
-    customer key's by answering a non-zero return code (1); BCM2711's bootcode4.bin is only
-    checked against Raspberry Pi's key, which this model does not hold (accepted). A board with
-    an empty OTP behaves like ``mass-storage-gadget``.
+    The ROM's check of bootcode5.bin is every role's (:meth:`Role.check_second_stage`). A
+    board with an empty OTP behaves like ``mass-storage-gadget``.
     """
 
     name = "secure-boot"
@@ -298,17 +318,6 @@ class SecureBoot(MassStorageGadget):
     def expected(self) -> tuple[str, ...]:
         signed = self.board.otp.customer_key_hash is not None
         return ("config.txt", "boot.img", "boot.sig") if signed else ("config.txt", "boot.img")
-
-    def check_second_stage(self, data: bytes) -> int:
-        wanted = self.board.otp.customer_key_hash
-        if self.board.chip != "2712" or wanted is None:
-            return 0
-        trailer = bootcode_2712_trailer(data)
-        if trailer is None or hashlib.sha256(trailer[2]).hexdigest() != wanted or \
-                not verify_sha256(trailer[2], trailer[0], trailer[1]):
-            self.board.refuse("bootcode5.bin: not counter-signed with the customer key")
-            return 1
-        return 0
 
 
 class Msd(Role):
