@@ -263,6 +263,22 @@ def test_locked_board_takes_an_update_built_like_upstream(tmp_path: Path, key: r
     assert pi.board.refusals == [] and _acked(pi)["EEPROM_UPDATE"] == "success"
 
 
+def test_update_pieeprom_intermediates_are_not_reported_untested(tmp_path: Path,
+                                                                 key: rsa.RSAPrivateKey) -> None:
+    """update-pieeprom -f leaves pieeprom.signed_boot.bin beside pieeprom.bin (usbboot ignores
+    *signed_boot* in git): a build input, not a file the board should ask for."""
+    from rpiboot.simulator.board_spec import directory_warnings
+    pubkey = _pubkey(key)
+    image = _eeprom(pubkey, conf_signer=key)
+    directory = _recovery_dir(tmp_path / "r", b"", image)
+    _directory(directory, {"bootcode5.bin": _countersigned(key),
+                           "pieeprom.signed_boot.bin": image, "pieeprom.original.bin": image})
+    pi = virtual_board("2712", (3,), ["recovery5"], eeprom_pubkey=pubkey,
+                       otp_key_hash=hashlib.sha256(pubkey).hexdigest())
+    _boot(VirtualBus([pi]), directory)
+    assert pi.board.refusals == [] and directory_warnings(pi, directory) == []
+
+
 @pytest.mark.parametrize("case", ["config signed with another key", "config unsigned",
                                   "another key in the image"])
 def test_locked_board_refuses_an_update_its_key_did_not_sign(tmp_path: Path,
