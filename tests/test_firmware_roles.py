@@ -108,6 +108,7 @@ def test_recovery_flashes_a_matching_image_and_stops(tmp_path: Path) -> None:
     assert pi.board.eeprom_sha256 == hashlib.sha256(image).hexdigest()
     assert _acked(pi)["EEPROM_UPDATE"] == "success"
     assert _acked(pi)["EEPROM_HASH"] == pi.board.eeprom_sha256
+    assert "SECURE_BOOT_PROVISION" not in _acked(pi)      # no program_pubkey=1
     assert pi.halted  # no recovery_reboot=1: recovery.bin stops
     assert role_report(pi)["stages"][0]["never_received"] == []
 
@@ -241,6 +242,8 @@ def test_program_pubkey_secures_later_boots(tmp_path: Path, key: rsa.RSAPrivateK
     bus = VirtualBus([pi])
     _boot(bus, recovery)
     assert pi.board.otp.customer_key_hash == hashlib.sha256(pubkey).hexdigest()
+    # usbboot's secure-boot-recovery README shows this key in the metadata of a provisioning
+    assert _acked(pi)["SECURE_BOOT_PROVISION"] == "success"
     assert pi.board.eeprom_pubkey == pubkey and pi.board.refusals == []
     _boot(bus, unsigned)
     assert pi.halted and _files(pi, 3) == ["config.txt", "boot.img"]
@@ -306,6 +309,7 @@ def test_program_pubkey_needs_a_config_signed_with_the_image_key(tmp_path: Path,
     _boot(VirtualBus([pi]), directory)
     assert pi.board.otp.customer_key_hash is None
     assert any("program_pubkey=1" in text for text in pi.board.refusals), pi.board.refusals
+    assert _acked(pi)["SECURE_BOOT_PROVISION"] == "failed"
 
 
 def test_pem_keys_read_without_cryptography(key: rsa.RSAPrivateKey) -> None:

@@ -156,7 +156,10 @@ class Recovery(Role):
     ``program_pubkey=1`` verifies bootconf.sig with the image's key before it writes OTP (the
     UART log in usbboot's secure-boot-recovery README).
 
-    Assumed: on a board with the key in OTP recovery.bin itself refuses an image whose
+    The metadata of a run with ``program_pubkey=1`` carries SECURE_BOOT_PROVISION (the
+    secure-boot-recovery README's example). Assumed: its value "failed" when the key could not
+    be written, and its absence when the image was not flashed; on a board with the key in OTP
+    recovery.bin itself refuses an image whose
     pubkey.bin is not that key or whose bootconf.sig does not verify with it (upstream only says
     such a configuration is not accepted, not which stage refuses it); the BCM2711 asks for
     vl805.sig first (seen in the 214 log); this model reads it
@@ -167,6 +170,8 @@ class Recovery(Role):
     name, chips = "recovery", ("2711",)
     expected = ("config.txt", "pieeprom.sig", "pieeprom.bin")
     image = "pieeprom.bin"
+    provision: str | None = None
+    """SECURE_BOOT_PROVISION for the metadata: set only when config.txt asks program_pubkey=1."""
 
     def requests(self, view: StageView) -> Iterator[Request]:
         yield from self.fetch(view, "config.txt")
@@ -198,7 +203,7 @@ class Recovery(Role):
         self.board.events.append(f"{self.name}: flashed {self.image} "
                                  f"sha256 {self.board.eeprom_sha256}")
         if options.get("program_pubkey") == "1":
-            self._program_pubkey()
+            self.provision = "success" if self._program_pubkey() else "failed"
         return "success"
 
     def _problem(self, sig: bytes | None, image: bytes) -> str | None:
@@ -217,21 +222,23 @@ class Recovery(Role):
             return "secure boot: bootconf.txt is not signed with the customer key (bootconf.sig)"
         return None
 
-    def _program_pubkey(self) -> None:
+    def _program_pubkey(self) -> bool:
+        """Write the image's key hash into OTP; False (and a refusal) when it cannot."""
         pubkey = self.board.eeprom_pubkey
         if pubkey is None:
             self.board.refuse("program_pubkey=1 but the EEPROM image holds no public key")
-            return
+            return False
         if self.board.eeprom_config_signed is not True:
             self.board.refuse("program_pubkey=1 but bootconf.sig does not verify with the "
                               "image's public key; OTP not written")
-            return
+            return False
         digest = hashlib.sha256(pubkey).hexdigest()
         if self.board.otp.customer_key_hash not in (None, digest):
             self.board.refuse("program_pubkey=1: OTP already holds a different key hash")
-            return
+            return False
         self.board.otp.customer_key_hash = digest
         self.board.events.append(f"{self.name}: OTP customer key hash {digest}")
+        return True
 
     def _metadata(self, outcome: str) -> dict[str, str]:
         serial = int(self.board.serial, 16) if _is_hex(self.board.serial) else 0
@@ -239,6 +246,7 @@ class Recovery(Role):
                                                    (serial & 0xFFFFFF).to_bytes(3, "big")),
                 "EEPROM_UPDATE": outcome,
                 "EEPROM_HASH": self.board.eeprom_sha256 or NO_KEY,
+                **({"SECURE_BOOT_PROVISION": self.provision} if self.provision else {}),
                 "CUSTOMER_KEY_HASH": self.board.otp.customer_key_hash or NO_KEY,
                 "BOOT_ROM": "0000c8b0", "BOARD_ATTR": "00000000",
                 "USER_BOARDREV": BOARD_REVISIONS[self.board.chip], "JTAG_LOCKED": "0"}
