@@ -247,3 +247,25 @@ def test_sudo_also_looks_in_the_invoking_users_data_directory(
     assert places[1:] == [tmp_path / "home" / "pi" / places[0].relative_to(tmp_path / "root")]
     monkeypatch.setattr(boot_files.os, "geteuid", lambda: 1000)
     assert boot_files.user_data_dirs() == places[:1]
+
+
+def test_progress_lines_for_people() -> None:
+    """--fetch-boot-files progress: on a terminal one line rewritten in place; into a log one
+    line per finished file."""
+    import io
+
+    pinned = PinnedFile("msd/start.elf", "raspberrypi/usbboot", COMMIT, "msd/start.elf",
+                        2_000_000, "0" * 64)
+
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    log, terminal = io.StringIO(), Terminal()
+    for stream in (log, terminal):
+        report = boot_files.text_progress(stream)
+        for have in (500_000, 2_000_000):
+            report(pinned, have, 2_000_000)
+    assert log.getvalue() == "msd/start.elf: 2000000 bytes\n"
+    assert terminal.getvalue() == ("\rmsd/start.elf: 0.5 MB of 2.0 MB\x1b[K"
+                                   "\rmsd/start.elf: 2.0 MB of 2.0 MB\x1b[K\n")
