@@ -177,6 +177,26 @@ def test_gpio_terminal_confirmation(tmp_path: Path, capsys, answer: str, code: i
     assert (out / "pi4-program-rpiboot-gpio4.img").exists() == (code == 0)
 
 
+def test_gpio_question_is_asked_where_the_warning_is(tmp_path: Path, monkeypatch) -> None:
+    """The question goes to stderr with the warning, so `make-pi4-rpiboot-gpio-sd 4 > log` on a
+    terminal does not wait for an answer to a prompt hidden in the log."""
+    import io
+
+    from rpiboot.eeprom import rpiboot_gpio_sd_tool as tool
+
+    class Tty(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+    recovery = tmp_path / "recovery.bin"
+    recovery.write_bytes(RECOVERY)
+    stdin, stderr, stdout = Tty("yes\n"), Tty(), io.StringIO()
+    monkeypatch.setattr("sys.stdin", stdin)
+    monkeypatch.setattr("sys.stderr", stderr)
+    monkeypatch.setattr("sys.stdout", stdout)
+    assert tool.main(["--recovery", str(recovery), "-o", str(tmp_path), "--img", "4"]) == 0
+    assert "Type 'yes'" in stderr.getvalue() and "Type 'yes'" not in stdout.getvalue()
+
+
 def test_gpio_yes_skips_the_question(tmp_path: Path) -> None:
     recovery = tmp_path / "recovery.bin"
     recovery.write_bytes(RECOVERY)
