@@ -194,6 +194,23 @@ def test_failed_fetch_leaves_no_partial_directory(
     assert not (destination / "mass-storage-gadget64").exists()
 
 
+def test_recovery_without_its_pieeprom_is_not_a_success(
+        small_list, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """When pieeprom.bin cannot be made, recovery/ would "succeed" flashing nothing (rpi-eeprom
+    issue 735): the fetch must not end with status 0."""
+    destination = tmp_path / "boot-files"
+    recovery = destination / "recovery"
+    recovery.mkdir(parents=True)
+    (recovery / "pieeprom.original.bin").write_bytes(b"not an EEPROM image")
+    (recovery / "boot.conf").write_bytes(b"[all]\nBOOT_UART=1\n")
+    monkeypatch.setattr(boot_files, "EEPROM_DIRECTORIES", ("recovery",))
+    assert cli.main(["--fetch-boot-files", str(destination)]) == 3
+    err = capsys.readouterr().err
+    assert err.splitlines()[-1].startswith("rpiboot: error: ") and "recovery" in err.splitlines()[-1]
+    assert not (recovery / "pieeprom.bin").exists()
+
+
 def test_plain_rpiboot_without_any_directory_fails_at_start(
         no_default_dirs: Path, capsys: pytest.CaptureFixture[str]) -> None:
     bus = VirtualBus([typical_pi("2711", (1,), files=())])
@@ -217,9 +234,7 @@ def test_real_recovery_directory_gets_its_pieeprom(tmp_path: Path, monkeypatch) 
     recovery.mkdir()
     (recovery / "pieeprom.original.bin").write_bytes(image.read_bytes())
     (recovery / "boot.conf").write_bytes(conf.read_bytes())
-    said: list[str] = []
-    boot_files._make_pieeprom(recovery, said.append)
-    assert said == []
+    assert boot_files._make_pieeprom(recovery) is True
     assert (recovery / "pieeprom.bin").stat().st_size == image.stat().st_size
     assert (recovery / "pieeprom.sig").read_text().splitlines()[0] == hashlib.sha256(
         (recovery / "pieeprom.bin").read_bytes()).hexdigest()
