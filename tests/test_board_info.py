@@ -51,11 +51,35 @@ def test_cm4_example_from_usbboot_readme() -> None:
     assert board is not None
     assert board.to_dict()["secure_boot_key_programmed"] is False
     assert board.jtag_locked is False and board.wireless is True and board.emmc is True
-    assert board.advanced_boot == {"raw": "0000e8e8", "eth_clk_gpio": 0x68,
-                                   "eth_clk_enabled": True, "lan_run_gpio": 0x68,
-                                   "lan_run_enabled": True}
+    # Raspberry Pi's OTP documentation gives row 66's fields "not BCM2711" (GPIO 0x68 = 104
+    # does not exist on a BCM2711): on a CM4 only the raw value is known.
+    assert board.advanced_boot == {"raw": "0000e8e8"}
     assert describe(board.to_dict()) == ("Compute Module 4 rev 1.1, 4 GB, Sony UK, BCM2711, "
                                          "wireless, eMMC, no secure-boot key")
+
+
+@pytest.mark.parametrize("code, fields", [
+    ("a02100", {"raw": "0000e8e8", "eth_clk_gpio": 0x68, "eth_clk_enabled": True,
+                "lan_run_gpio": 0x68, "lan_run_enabled": True}),   # CM3+, BCM2837: documented
+    ("d04180", {"raw": "0000e8e8"}),                                # CM5, BCM2712: another row
+    (None, {"raw": "0000e8e8"}),                                    # processor not known
+])
+def test_advanced_boot_fields_only_where_documented(code: str | None,
+                                                    fields: dict[str, object]) -> None:
+    metadata = {"ADVANCED_BOOT": "0000e8e8", **({"USER_BOARDREV": code} if code else {})}
+    board = decode_board(metadata)
+    assert board is not None and board.advanced_boot == fields
+
+
+def test_board_attr_kept_raw_for_every_model() -> None:
+    """Only the Compute Module 4 bits are decoded; other models keep the value (a Pi 400 holds
+    its keyboard country code there)."""
+    pi400 = decode_board({"USER_BOARDREV": "c03130", "BOARD_ATTR": "00000009"})
+    assert pi400 is not None and pi400.board_attr == "00000009"
+    assert pi400.wireless is None and pi400.emmc is None
+    cm4 = decode_board(CM4_META)
+    assert cm4 is not None and cm4.board_attr == "00000000" and cm4.wireless is True
+    assert decode_board({"USER_BOARDREV": "c03130", "BOARD_ATTR": "zz"}).board_attr is None
 
 
 def test_programmed_key_lite_without_wireless_and_jtag_locked() -> None:
@@ -153,3 +177,25 @@ def test_json_device_done_carries_the_board(
     [done] = [item for item in events if item["event"] == "device_done"]
     assert done["board"]["model"] == "Compute Module 4"
     assert all(validate(item) == [] for item in events)
+
+
+@pytest.mark.parametrize("width", [80, 120])
+def test_live_view_summary_shows_the_board(width: int) -> None:
+    import io
+
+    from rich.console import Console
+
+    from rpiboot.live_view import LiveView
+    board = decode_board(CM4_META)
+    assert board is not None
+    devices = [{"port": "1-3", "chip": "BCM2711", "serial": "c0ffee01", "stages": ["rom", "server"],
+                "files": 3, "bytes": 4000, "seconds": 0.2, "result": "ok", "error": None,
+                "final": None, "warning": None, "board": board.to_dict()}]
+    console = Console(file=io.StringIO(), width=width, color_system=None)
+    console.print(LiveView.summary_table(devices))
+    lines = console.file.getvalue().splitlines()  # type: ignore[attr-defined]
+    assert all(len(line) <= width for line in lines), lines
+    cells = " ".join(" ".join(part.strip() for part in line.split("│")) for line in lines)
+    words = " ".join(cells.split())
+    for part in ("Compute Module 4", "rev 1.1", "4 GB", "Sony UK", "no secure-boot key"):
+        assert part in words, (part, lines)

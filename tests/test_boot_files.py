@@ -194,6 +194,23 @@ def test_failed_fetch_leaves_no_partial_directory(
     assert not (destination / "mass-storage-gadget64").exists()
 
 
+def test_recovery_without_its_pieeprom_is_not_a_success(
+        small_list, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+        capsys: pytest.CaptureFixture[str]) -> None:
+    """When pieeprom.bin cannot be made, recovery/ would "succeed" flashing nothing (rpi-eeprom
+    issue 735): the fetch must not end with status 0."""
+    destination = tmp_path / "boot-files"
+    recovery = destination / "recovery"
+    recovery.mkdir(parents=True)
+    (recovery / "pieeprom.original.bin").write_bytes(b"not an EEPROM image")
+    (recovery / "boot.conf").write_bytes(b"[all]\nBOOT_UART=1\n")
+    monkeypatch.setattr(boot_files, "EEPROM_DIRECTORIES", ("recovery",))
+    assert cli.main(["--fetch-boot-files", str(destination)]) == 3
+    err = capsys.readouterr().err
+    assert err.splitlines()[-1].startswith("rpiboot: error: ") and "recovery" in err.splitlines()[-1]
+    assert not (recovery / "pieeprom.bin").exists()
+
+
 def test_plain_rpiboot_without_any_directory_fails_at_start(
         no_default_dirs: Path, capsys: pytest.CaptureFixture[str]) -> None:
     bus = VirtualBus([typical_pi("2711", (1,), files=())])
@@ -201,6 +218,10 @@ def test_plain_rpiboot_without_any_directory_fails_at_start(
     err = capsys.readouterr().err
     assert "rpiboot --fetch-boot-files" in err and err.count("\n") == 1
     assert bus.pis[0].received == []
+    # The places searched are named as they are on this machine, not as a "<prefix>" pattern.
+    assert "<prefix>" not in err
+    assert str(no_default_dirs / "prefix" / "share" / "rpiboot") in err
+    assert str(no_default_dirs / "data") in err
 
 
 def test_real_recovery_directory_gets_its_pieeprom(tmp_path: Path, monkeypatch) -> None:
@@ -213,9 +234,7 @@ def test_real_recovery_directory_gets_its_pieeprom(tmp_path: Path, monkeypatch) 
     recovery.mkdir()
     (recovery / "pieeprom.original.bin").write_bytes(image.read_bytes())
     (recovery / "boot.conf").write_bytes(conf.read_bytes())
-    said: list[str] = []
-    boot_files._make_pieeprom(recovery, said.append)
-    assert said == []
+    assert boot_files._make_pieeprom(recovery) is True
     assert (recovery / "pieeprom.bin").stat().st_size == image.stat().st_size
     assert (recovery / "pieeprom.sig").read_text().splitlines()[0] == hashlib.sha256(
         (recovery / "pieeprom.bin").read_bytes()).hexdigest()
@@ -243,3 +262,25 @@ def test_sudo_also_looks_in_the_invoking_users_data_directory(
     assert places[1:] == [tmp_path / "home" / "pi" / places[0].relative_to(tmp_path / "root")]
     monkeypatch.setattr(boot_files.os, "geteuid", lambda: 1000)
     assert boot_files.user_data_dirs() == places[:1]
+
+
+def test_progress_lines_for_people() -> None:
+    """--fetch-boot-files progress: on a terminal one line rewritten in place; into a log one
+    line per finished file."""
+    import io
+
+    pinned = PinnedFile("msd/start.elf", "raspberrypi/usbboot", COMMIT, "msd/start.elf",
+                        2_000_000, "0" * 64)
+
+    class Terminal(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    log, terminal = io.StringIO(), Terminal()
+    for stream in (log, terminal):
+        report = boot_files.text_progress(stream)
+        for have in (500_000, 2_000_000):
+            report(pinned, have, 2_000_000)
+    assert log.getvalue() == "msd/start.elf: 2000000 bytes\n"
+    assert terminal.getvalue() == ("\rmsd/start.elf: 0.5 MB of 2.0 MB\x1b[K"
+                                   "\rmsd/start.elf: 2.0 MB of 2.0 MB\x1b[K\n")

@@ -43,14 +43,25 @@ def _sig(data: bytes, key: rsa.RSAPrivateKey | None = None) -> bytes:
     return text.encode()
 
 
-def _eeprom(pubkey: bytes = b"\0" * 264) -> bytes:
-    """A minimal 512 KiB EEPROM image: bootcode, pubkey.bin, bootconf.txt."""
+def _eeprom(pubkey: bytes = b"\0" * 264, conf_signer: rsa.RSAPrivateKey | None = None) -> bytes:
+    """A minimal 512 KiB EEPROM image: bootcode, pubkey.bin, bootconf.txt and, with
+    ``conf_signer``, bootconf.sig (as update-pieeprom -k makes it)."""
+    conf = b"[all]\nBOOT_UART=1\n"
+    sections = [("pubkey.bin", pubkey), (img.BOOTCONF_TXT, conf)]
+    if conf_signer is not None:
+        sections.append((img.BOOTCONF_SIG, _sig(conf, conf_signer)))
     out = bytearray(struct.pack(">LL", img.MAGIC, 1000) + b"\x11" * 1000)
-    for name, data in (("pubkey.bin", pubkey), (img.BOOTCONF_TXT, b"[all]\nBOOT_UART=1\n")):
+    for name, data in sections:
         out += b"\xff" * (img.align8(len(out)) - len(out))
         out += img.build_file_section(name, data)
     out += b"\xff" * (512 * 1024 - len(out))
     return bytes(out)
+
+
+def _countersigned(key: rsa.RSAPrivateKey) -> bytes:
+    """A bootcode5.bin whose outermost block is a customer (key number 16) signature."""
+    payload = b"bootcode5 " * 100 + struct.pack("<III", 1000, 16, 0)
+    return payload + _sign(key, payload) + _pubkey(key)
 
 
 def _directory(root: Path, files: dict[str, bytes]) -> Path:
@@ -97,6 +108,7 @@ def test_recovery_flashes_a_matching_image_and_stops(tmp_path: Path) -> None:
     assert pi.board.eeprom_sha256 == hashlib.sha256(image).hexdigest()
     assert _acked(pi)["EEPROM_UPDATE"] == "success"
     assert _acked(pi)["EEPROM_HASH"] == pi.board.eeprom_sha256
+    assert "SECURE_BOOT_PROVISION" not in _acked(pi)      # no program_pubkey=1
     assert pi.halted  # no recovery_reboot=1: recovery.bin stops
     assert role_report(pi)["stages"][0]["never_received"] == []
 
@@ -191,11 +203,38 @@ def test_2712_rom_refuses_bootcode5_not_countersigned(tmp_path: Path,
         assert bool(pi.board.refusals) is not accepted
 
 
+@pytest.mark.parametrize("role", ["recovery5", "mass-storage-gadget", "secure-boot"])
+def test_2712_rom_without_key_refuses_a_countersigned_bootcode5(tmp_path: Path,
+                                                                key: rsa.RSAPrivateKey,
+                                                                role: str) -> None:
+    """usbboot's secure-boot-recovery5 and mass-storage-gadget64 READMEs: a counter-signed
+    recovery.bin / firmware fails on a Pi 5 without secure boot (the ROM checks it against a
+    zero key hash)."""
+    directory = _secure_dir(tmp_path / "d", key, key)
+    _directory(directory, {"bootcode5.bin": _countersigned(key),
+                           "pieeprom.bin": _eeprom(), "pieeprom.sig": _sig(_eeprom())})
+    pi = virtual_board("2712", (2,), [role])
+    code, _ = _boot(VirtualBus([pi]), directory)
+    assert code != ExitCode.OK
+    assert pi.board.refusals and "bootcode5.bin" in pi.board.refusals[0]
+
+
+def test_2712_locked_board_refuses_a_plain_recovery(tmp_path: Path, key: rsa.RSAPrivateKey) -> None:
+    """Once the key is in OTP, recovery.bin (bootcode5.bin) must be counter-signed too."""
+    pubkey = _pubkey(key)
+    image = _eeprom(pubkey, conf_signer=key)
+    directory = _recovery_dir(tmp_path / "r", b"", image)          # bootcode5.bin not signed
+    pi = virtual_board("2712", (2,), ["recovery5"], eeprom_pubkey=pubkey,
+                       otp_key_hash=hashlib.sha256(pubkey).hexdigest())
+    code, _ = _boot(VirtualBus([pi]), directory)
+    assert code != ExitCode.OK and pi.board.eeprom_sha256 is None
+    assert "bootcode5.bin" in pi.board.refusals[0]
+
+
 def test_program_pubkey_secures_later_boots(tmp_path: Path, key: rsa.RSAPrivateKey) -> None:
     pubkey = _pubkey(key)
-    image = _eeprom(pubkey)
-    recovery = _recovery_dir(tmp_path / "r", b"program_pubkey=1\nrecovery_reboot=1\n", image,
-                             _sig(image, key))
+    image = _eeprom(pubkey, conf_signer=key)
+    recovery = _recovery_dir(tmp_path / "r", b"program_pubkey=1\nrecovery_reboot=1\n", image)
     unsigned = _secure_dir(tmp_path / "msg", key, None)
     payload = b"bootcode5 " * 100 + struct.pack("<III", 1000, 0, 0)
     (unsigned / "bootcode5.bin").write_bytes(payload + _sign(key, payload) + pubkey)
@@ -203,10 +242,74 @@ def test_program_pubkey_secures_later_boots(tmp_path: Path, key: rsa.RSAPrivateK
     bus = VirtualBus([pi])
     _boot(bus, recovery)
     assert pi.board.otp.customer_key_hash == hashlib.sha256(pubkey).hexdigest()
+    # usbboot's secure-boot-recovery README shows this key in the metadata of a provisioning
+    assert _acked(pi)["SECURE_BOOT_PROVISION"] == "success"
     assert pi.board.eeprom_pubkey == pubkey and pi.board.refusals == []
     _boot(bus, unsigned)
     assert pi.halted and _files(pi, 3) == ["config.txt", "boot.img"]
     assert pi.board.refusals == ["boot.img: unsigned (no boot.sig with an rsa2048 signature)"]
+
+
+@pytest.mark.parametrize("chip, role", [("2711", "recovery"), ("2712", "recovery5")])
+def test_locked_board_takes_an_update_built_like_upstream(tmp_path: Path, key: rsa.RSAPrivateKey,
+                                                          chip: str, role: str) -> None:
+    """usbboot's update-pieeprom.sh writes pieeprom.sig as a plain digest (no rsa2048 line);
+    what a board with the key in OTP needs is its key in the image and bootconf.sig signed
+    with it (secure-boot-recovery README)."""
+    pubkey = _pubkey(key)
+    image = _eeprom(pubkey, conf_signer=key)
+    directory = _recovery_dir(tmp_path / "r", b"", image)   # pieeprom.sig: sha256 + ts only
+    (directory / "bootcode5.bin").write_bytes(_countersigned(key))  # update-pieeprom -f -r
+    pi = virtual_board(chip, (3,), [role], eeprom_pubkey=pubkey,
+                       otp_key_hash=hashlib.sha256(pubkey).hexdigest())
+    _boot(VirtualBus([pi]), directory)
+    assert pi.board.refusals == [] and _acked(pi)["EEPROM_UPDATE"] == "success"
+
+
+def test_update_pieeprom_intermediates_are_not_reported_untested(tmp_path: Path,
+                                                                 key: rsa.RSAPrivateKey) -> None:
+    """update-pieeprom -f leaves pieeprom.signed_boot.bin beside pieeprom.bin (usbboot ignores
+    *signed_boot* in git): a build input, not a file the board should ask for."""
+    from rpiboot.simulator.board_spec import directory_warnings
+    pubkey = _pubkey(key)
+    image = _eeprom(pubkey, conf_signer=key)
+    directory = _recovery_dir(tmp_path / "r", b"", image)
+    _directory(directory, {"bootcode5.bin": _countersigned(key),
+                           "pieeprom.signed_boot.bin": image, "pieeprom.original.bin": image})
+    pi = virtual_board("2712", (3,), ["recovery5"], eeprom_pubkey=pubkey,
+                       otp_key_hash=hashlib.sha256(pubkey).hexdigest())
+    _boot(VirtualBus([pi]), directory)
+    assert pi.board.refusals == [] and directory_warnings(pi, directory) == []
+
+
+@pytest.mark.parametrize("case", ["config signed with another key", "config unsigned",
+                                  "another key in the image"])
+def test_locked_board_refuses_an_update_its_key_did_not_sign(tmp_path: Path,
+                                                             key: rsa.RSAPrivateKey,
+                                                             case: str) -> None:
+    other = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    image = {"config signed with another key": _eeprom(_pubkey(key), conf_signer=other),
+             "config unsigned": _eeprom(_pubkey(key)),
+             "another key in the image": _eeprom(_pubkey(other), conf_signer=other)}[case]
+    directory = _recovery_dir(tmp_path / "r", b"", image)
+    pi = virtual_board("2711", (3,), ["recovery"], eeprom_pubkey=_pubkey(key),
+                       otp_key_hash=hashlib.sha256(_pubkey(key)).hexdigest())
+    _boot(VirtualBus([pi]), directory)
+    assert _acked(pi)["EEPROM_UPDATE"] == "failed" and pi.board.eeprom_sha256 is None
+    assert pi.board.refusals and "secure boot" in pi.board.refusals[0]
+
+
+def test_program_pubkey_needs_a_config_signed_with_the_image_key(tmp_path: Path,
+                                                                 key: rsa.RSAPrivateKey) -> None:
+    """recovery.bin verifies bootconf.sig with the image's key before it writes OTP (the UART
+    log in usbboot's secure-boot-recovery README)."""
+    image = _eeprom(_pubkey(key))                                # no bootconf.sig
+    directory = _recovery_dir(tmp_path / "r", b"program_pubkey=1\n", image)
+    pi = virtual_board("2711", (3,), ["recovery"])
+    _boot(VirtualBus([pi]), directory)
+    assert pi.board.otp.customer_key_hash is None
+    assert any("program_pubkey=1" in text for text in pi.board.refusals), pi.board.refusals
+    assert _acked(pi)["SECURE_BOOT_PROVISION"] == "failed"
 
 
 def test_pem_keys_read_without_cryptography(key: rsa.RSAPrivateKey) -> None:

@@ -13,9 +13,13 @@ writes them unchanged). This module decodes the ones usbboot's README points to:
 - ``JTAG_LOCKED``: ``1`` when JTAG has been locked (``program_jtag_lock``).
 - ``BOARD_ATTR``: assumed to be OTP row 33, "board revision extended", since usbboot's README
   sends readers to the board-revision documentation for it; on a Compute Module 4 bit 30 set means
-  no wireless module and bit 31 set means no eMMC (Lite). Other models: shown as the raw value.
-- ``ADVANCED_BOOT``: OTP row 66 as documented (ETH_CLK and LAN_RUN GPIOs and their enables);
-  kept as the raw value with the documented fields beside it.
+  no wireless module and bit 31 set means no eMMC (Lite). Every model: also kept as the raw
+  value (``board_attr``; a Pi 400 holds its keyboard country code in bits 0-7).
+- ``ADVANCED_BOOT``: always kept as the raw value. Raspberry Pi's OTP documentation describes
+  row 66 (ETH_CLK and LAN_RUN GPIOs and their enables) for the chips before BCM2711 only ("not
+  BCM2711"; BCM2712 has its advanced boot mode in another row with other fields), so those fields
+  are added only when the revision code names a BCM2835/2836/2837. What BCM2711 and BCM2712
+  recovery firmware put in this key is not documented.
 
 Every value comes from the device and is untrusted: anything that is not what the documentation
 describes decodes to ``"unknown"`` (or None), never to an exception.
@@ -62,6 +66,8 @@ class BoardInfo:
     jtag_locked: bool | None = None
     wireless: bool | None = None
     emmc: bool | None = None
+    board_attr: str | None = None
+    """BOARD_ATTR as 8 hex digits (None when not reported or not hex)."""
     advanced_boot: dict[str, Any] | None = field(default=None)
 
     def to_dict(self) -> dict[str, Any]:
@@ -77,13 +83,16 @@ def decode_board(metadata: Mapping[str, str]) -> BoardInfo | None:
     code = _hex_value(metadata.get("USER_BOARDREV"))
     fields = decode_revision_code(code) if code is not None else {}
     board_type = (code >> 4) & 0xFF if code is not None and _is_new_style(code) else None
+    board_attr = _hex_value(metadata.get("BOARD_ATTR"))
     return BoardInfo(
         **fields,
         secure_boot_key_programmed=_key_programmed(metadata.get("CUSTOMER_KEY_HASH")),
         revision_code=None if code is None else f"{code:06x}",
         jtag_locked=_flag(metadata.get("JTAG_LOCKED")),
-        **_board_attributes(_hex_value(metadata.get("BOARD_ATTR")), board_type),
-        advanced_boot=_advanced_boot(_hex_value(metadata.get("ADVANCED_BOOT"))),
+        **_board_attributes(board_attr, board_type),
+        board_attr=None if board_attr is None else f"{board_attr:08x}",
+        advanced_boot=_advanced_boot(_hex_value(metadata.get("ADVANCED_BOOT")),
+                                     fields.get("processor")),
     )
 
 
@@ -149,9 +158,14 @@ def _board_attributes(value: int | None, board_type: int | None) -> dict[str, bo
     return {"wireless": not value & (1 << 30), "emmc": not value & (1 << 31)}
 
 
-def _advanced_boot(value: int | None) -> dict[str, Any] | None:
+_ROW_66_PROCESSORS = ("BCM2835", "BCM2836", "BCM2837")
+
+
+def _advanced_boot(value: int | None, processor: object) -> dict[str, Any] | None:
     if value is None:
         return None
+    if processor not in _ROW_66_PROCESSORS:
+        return {"raw": f"{value:08x}"}
     return {"raw": f"{value:08x}",
             "eth_clk_gpio": value & 0x7F, "eth_clk_enabled": bool(value & 0x80),
             "lan_run_gpio": (value >> 8) & 0x7F, "lan_run_enabled": bool(value & 0x8000)}

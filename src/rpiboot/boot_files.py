@@ -34,7 +34,7 @@ from pathlib import Path
 from typing import Callable, TextIO
 
 from .download import PinnedFile, Progress, fetch_all, read_manifest, verify_all
-from .errors import DownloadError
+from .errors import BootDirectoryError, DownloadError
 
 DIRECTORIES = ("mass-storage-gadget64", "msd", "recovery", "recovery5")
 DATA_DIR_VARIABLE = "RPIBOOT_DATA_DIR"
@@ -91,8 +91,13 @@ def fetch_boot_files(destination: Path | None = None, *, base: str | None = None
     for name in DIRECTORIES:
         fetched = any(file.startswith(name + "/") for file in missing)
         say(f"{root / name}: {'downloaded' if fetched else 'up to date'}")
-    for name in EEPROM_DIRECTORIES:
-        _make_pieeprom(root / name, say)
+    failed = [name for name in EEPROM_DIRECTORIES if not _make_pieeprom(root / name)]
+    if failed:
+        # Without pieeprom.bin, recovery.bin still signals success having flashed nothing.
+        raise BootDirectoryError(
+            f"could not make pieeprom.bin in {', '.join(str(root / name) for name in failed)} "
+            "(see update-pieeprom's error above); run 'update-pieeprom' there before "
+            "'rpiboot -d' on it")
     return root
 
 
@@ -108,20 +113,20 @@ def _install(files: list[PinnedFile], root: Path, base: str | None,
     shutil.rmtree(staging, ignore_errors=True)
 
 
-def _make_pieeprom(directory: Path, say: Callable[[str], None]) -> None:
-    """pieeprom.bin/.sig from pieeprom.original.bin and boot.conf, unless they are newer."""
+def _make_pieeprom(directory: Path) -> bool:
+    """pieeprom.bin/.sig from pieeprom.original.bin and boot.conf, unless they are newer; False
+    when update-pieeprom failed (it printed why)."""
     image, config = directory / "pieeprom.bin", directory / "boot.conf"
     original = directory / "pieeprom.original.bin"
     if not (original.is_file() and config.is_file()):
-        return
+        return True
     if image.is_file() and image.stat().st_mtime >= max(original.stat().st_mtime,
                                                          config.stat().st_mtime):
-        return
+        return True
     from .eeprom.update_pieeprom_tool import main as update_pieeprom
     with contextlib.redirect_stdout(io.StringIO()):  # its report is not ours to print
         code = update_pieeprom(["-c", str(config), "-i", str(original), "-o", str(image)])
-    if code != 0:
-        say(f"{directory}: update-pieeprom failed (status {code}); run it in that directory")
+    return code == 0
 
 
 def text_progress(stream: TextIO | None = None) -> Progress:

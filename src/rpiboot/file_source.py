@@ -208,10 +208,11 @@ def check_default_directories() -> None:
            for candidate in default_directory_candidates(target)):
         return
     names = sorted({target.default_directory for target in ALL_TARGETS})
+    places = [str(candidate.parent) for candidate in default_directory_candidates(ALL_TARGETS[0])
+              if candidate.parent != Path(".")]
     raise BootDirectoryError(
         f"no boot directory given (-d) and no {' or '.join(names)} directory installed (looked "
-        f"in {default_directory_candidates(ALL_TARGETS[0])[0].parent}, "
-        f"<prefix>/share/rpiboot and the current directory); {WAY_OUT}")
+        f"in {', '.join(places)} and the current directory); {WAY_OUT}")
 
 
 def _has_second_stage(directory: Path, target: Target) -> bool:

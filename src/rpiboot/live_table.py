@@ -14,6 +14,7 @@ from rich.console import Console, ConsoleOptions, Group, RenderableType, RenderR
 from rich.table import Table
 from rich.text import Text
 
+from .board_info import describe
 from .output import final_text
 
 GAP = 2
@@ -98,6 +99,8 @@ def summary_frame(devices: list[dict[str, Any]], width: int) -> RenderableType:
         result = device["result"] + (f" ({device['error']})" if device.get("error") else "")
         result += f" ({device['warning']})" if device.get("warning") else ""
         result += final_text(device.get("final"), arrow="→")
+        board = describe(device.get("board"))
+        result += f" [{board}]" if board else ""
         rows.append({"Port": Text(device["port"]), "Serial": Text(device["serial"] or "-"),
                      "Chip": Text(device["chip"]),
                      "Stages": Text("+".join(device["stages"])),

@@ -177,6 +177,26 @@ def test_gpio_terminal_confirmation(tmp_path: Path, capsys, answer: str, code: i
     assert (out / "pi4-program-rpiboot-gpio4.img").exists() == (code == 0)
 
 
+def test_gpio_question_is_asked_where_the_warning_is(tmp_path: Path, monkeypatch) -> None:
+    """The question goes to stderr with the warning, so `make-pi4-rpiboot-gpio-sd 4 > log` on a
+    terminal does not wait for an answer to a prompt hidden in the log."""
+    import io
+
+    from rpiboot.eeprom import rpiboot_gpio_sd_tool as tool
+
+    class Tty(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+    recovery = tmp_path / "recovery.bin"
+    recovery.write_bytes(RECOVERY)
+    stdin, stderr, stdout = Tty("yes\n"), Tty(), io.StringIO()
+    monkeypatch.setattr("sys.stdin", stdin)
+    monkeypatch.setattr("sys.stderr", stderr)
+    monkeypatch.setattr("sys.stdout", stdout)
+    assert tool.main(["--recovery", str(recovery), "-o", str(tmp_path), "--img", "4"]) == 0
+    assert "Type 'yes'" in stderr.getvalue() and "Type 'yes'" not in stdout.getvalue()
+
+
 def test_gpio_yes_skips_the_question(tmp_path: Path) -> None:
     recovery = tmp_path / "recovery.bin"
     recovery.write_bytes(RECOVERY)
@@ -299,6 +319,20 @@ def test_update_card_refusals(tmp_path: Path, capsys) -> None:
     assert err.count("\n") == 5 and all(line.startswith("make-eeprom-update-sd: error: ")
                                          for line in err.splitlines())
     assert not out.exists()
+
+
+def test_update_card_from_usbboot_clone_without_submodule(tmp_path: Path, capsys) -> None:
+    """--chip in a usbboot clone made without --recurse-submodules: the empty rpi-eeprom
+    submodule is named, not "run in an rpi-eeprom checkout"."""
+    checkout = tmp_path / "usbboot"
+    (checkout / "rpi-eeprom").mkdir(parents=True)
+    (checkout / "firmware" / "2711").mkdir(parents=True)
+    (checkout / "firmware" / "2711" / "pieeprom.bin").symlink_to(
+        "../../rpi-eeprom/firmware-2711/latest/pieeprom-2026-05-17.bin")
+    assert update_sd_main(["--chip", "2711", "--checkout", str(checkout),
+                           "-o", str(tmp_path / "card.zip")]) == 3
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "submodule" in err and "git submodule update --init" in err
 
 
 def test_real_recovery_files_are_told_apart(upstream, tmp_path, capsys) -> None:

@@ -113,6 +113,22 @@ def test_wrong_key_is_a_problem(tmp_path, monkeypatch, key_files, rpi_key, capsy
     assert err.startswith("rpi-secure-boot-check: error: ") and err.count("\n") == 1
 
 
+def test_program_pubkey_names_the_hash_recovery_will_write(tmp_path, monkeypatch, key_files,
+                                                           capsys) -> None:
+    """recovery.bin writes the hash of the key inside pieeprom.bin, whatever -k says."""
+    directory = make_2711_dir(tmp_path, key_files["private"], monkeypatch)
+    other_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    other = _pem(other_key, tmp_path / "other.pem")
+    code, out, _ = run(capsys, str(directory), "-k", str(other))
+    assert code == 1
+    (action,) = [line for line in out.splitlines() if line.startswith("- program_pubkey=1")]
+    embedded = key_hash(pubkey_bin(rsa_public(key_files["public"])))
+    assert f"writes the key hash {embedded} " in action, action
+    assert key_hash(pubkey_bin(other_key)) not in action
+    (header,) = [line for line in out.splitlines() if line.startswith("customer key hash")]
+    assert header.endswith(embedded), header
+
+
 def test_without_key_uses_the_embedded_one(tmp_path, monkeypatch, key_files, rpi_key, capsys) -> None:
     directory = make_2712_dir(tmp_path, key_files["private"], rpi_key, monkeypatch)
     code, out, _ = run(capsys, str(directory))
@@ -221,6 +237,43 @@ def test_2711_directory(tmp_path, monkeypatch, key_files, capsys) -> None:
     code, out, _ = run(capsys, str(directory), "-k", str(key_files["private"]))
     assert code == 1
     assert "PROBLEM bootcode4.bin: is a symlink to '../firmware/2711/recovery.bin', which does not exist" in out
+
+
+@pytest.mark.parametrize("chip", ["2711", "2712"])
+def test_second_stage_checked_out_as_link_text_is_a_problem(tmp_path, monkeypatch, key_files,
+                                                            rpi_key, capsys, chip) -> None:
+    """A clone without symlink support leaves bootcode4.bin / recovery.original.bin as the text
+    of the link: no ROM runs that, so the directory is not ready."""
+    if chip == "2711":
+        directory = make_2711_dir(tmp_path, key_files["private"], monkeypatch)
+        name, link = "bootcode4.bin", b"../firmware/2711/recovery.bin"
+    else:
+        directory = make_2712_dir(tmp_path, key_files["private"], rpi_key, monkeypatch)
+        name, link = "bootcode5.bin", b"../firmware/2712/recovery.bin"
+    (directory / name).write_bytes(link)
+    code, out, _ = run(capsys, str(directory), "-k", str(key_files["private"]))
+    assert code == 1, out
+    (line,) = [line for line in problem_lines(out) if line.startswith(f"PROBLEM {name}:")]
+    assert "symlink checked out as a file" in line and link.decode() in line
+
+
+def test_2712_clone_without_submodule_is_named(tmp_path, capsys) -> None:
+    """secure-boot-recovery5 from a usbboot clone made without --recurse-submodules: its
+    pieeprom.original.bin and recovery.original.bin are dangling links. Still a BCM2712
+    directory, and the links are named with the way out."""
+    directory = tmp_path / "secure-boot-recovery5"
+    directory.mkdir()
+    (directory / "boot.conf").write_bytes(b"[all]\nSIGNED_BOOT=1\n")
+    (directory / "config.txt").write_text("uart_2ndstage=1\n")
+    (directory / "pieeprom.original.bin").symlink_to("../firmware/2712/pieeprom.bin")
+    (directory / "recovery.original.bin").symlink_to("../firmware/2712/recovery.bin")
+    code, out, _ = run(capsys, str(directory))
+    assert code == 1
+    assert "BCM2712 secure-boot directory" in out and "bootcode4.bin" not in out
+    problems = problem_lines(out)
+    for name in ("pieeprom.original.bin", "recovery.original.bin"):
+        assert any(line.startswith(f"PROBLEM {name}: is a symlink to") and "submodule" in line
+                   for line in problems), problems
 
 
 def test_unsigned_image_is_a_problem(tmp_path, monkeypatch, key_files, capsys) -> None:

@@ -62,8 +62,22 @@ def newest_pieeprom(checkout: Path, chip: str) -> Path:
         found = sorted(p for p in directory.glob("pieeprom-*.bin") if _PIEEPROM_NAME.fullmatch(p.name))
         if found:
             return found[-1]
+    if _submodule_missing(checkout):
+        raise ToolError(f"'{checkout}' is a usbboot checkout without its rpi-eeprom submodule, "
+                        "where the EEPROM images are: run 'git submodule update --init' in it "
+                        "(or clone with --recurse-submodules), or give the image with -i",
+                        EXIT_MISSING_INPUT)
     raise ToolError(f"no firmware-{chip}/latest/pieeprom-*.bin found in '{checkout}'; give the image "
                     "with -i, or run in an rpi-eeprom checkout (--checkout DIR)", EXIT_MISSING_INPUT)
+
+
+def _submodule_missing(checkout: Path) -> bool:
+    """usbboot's rpi-eeprom submodule directory is there but empty (not checked out)."""
+    submodule = checkout / "rpi-eeprom"
+    try:
+        return submodule.is_dir() and not any(submodule.iterdir())
+    except OSError:
+        return False
 
 
 def read_firmware(path: Path, what: str) -> bytes:
@@ -72,13 +86,22 @@ def read_firmware(path: Path, what: str) -> bytes:
         raise ToolError(f"{what} '{path}' is a dangling symlink (to '{os.readlink(path)}'); "
                         "in a usbboot checkout run 'git submodule update --init'", EXIT_MISSING_INPUT)
     data = read_file(path, what)
-    if len(data) < _MIN_FIRMWARE_BYTES:
-        text = data.decode("ascii", "replace").strip()
-        hint = (f"; it holds the text '{text}', a symlink checked out as a file "
-                "(enable symlinks in git, or clone on a file system that has them)"
-                if text.isprintable() and "/" in text else "")
-        raise ToolError(f"{what} '{path}' is only {len(data)} bytes, not firmware{hint}")
+    problem = not_firmware(data)
+    if problem:
+        raise ToolError(f"{what} '{path}' {problem}")
     return data
+
+
+def not_firmware(data: bytes) -> str | None:
+    """Why ``data`` cannot be a firmware file (too short, e.g. a symlink checked out as a plain
+    file holding its target's path), or None."""
+    if len(data) >= _MIN_FIRMWARE_BYTES:
+        return None
+    text = data.decode("ascii", "replace").strip()
+    hint = (f"; it holds the text '{text}', a symlink checked out as a file "
+            "(enable symlinks in git, or clone on a file system that has them)"
+            if text.isprintable() and "/" in text else "")
+    return f"is only {len(data)} bytes, not firmware{hint}"
 
 
 def recovery_chip(data: bytes) -> str | None:

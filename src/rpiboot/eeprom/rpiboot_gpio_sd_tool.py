@@ -99,10 +99,20 @@ def confirm(gpio: int, yes: bool, ask: Ask | None) -> None:
 
 
 def terminal_prompt() -> Ask | None:
-    """input() when stdin and stderr are terminals, else None (no question asked)."""
+    """A question on stderr, beside the warning, answered on stdin, when both are terminals
+    (stdout may be a log); else None (no question asked)."""
     if sys.stdin.isatty() and sys.stderr.isatty():
-        return lambda prompt: input(prompt)
+        return _ask_on_stderr
     return None
+
+
+def _ask_on_stderr(prompt: str) -> str:
+    sys.stderr.write(prompt)
+    sys.stderr.flush()
+    line = sys.stdin.readline()
+    if not line:
+        raise EOFError
+    return line
 
 
 def load_recovery(args: argparse.Namespace) -> tuple[Path, bytes]:

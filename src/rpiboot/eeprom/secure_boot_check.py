@@ -32,6 +32,7 @@ from pathlib import Path
 
 from . import image as img
 from .common import EXIT_MISSING_INPUT, ToolError
+from .firmware_files import not_firmware
 from .signing import (PUBKEY_BIN_LEN, SIGNATURE_LEN, RsaKey, key_hash, load_rsa_key, pubkey_bin,
                       public_key_from_bin, sig_file_signature, signature_blocks_2712, verify_pkcs1v15)
 
@@ -55,12 +56,18 @@ class Report:
     key_source: str
     pubkey: bytes | None = None            # pubkey.bin checked against: from -k, else the image's
     signing_key: str = ""                  # -k when it is a private key (for the fix commands)
+    embedded_pubkey: bytes | None = None   # pubkey.bin inside pieeprom.bin: what OTP will get
     findings: list[Finding] = field(default_factory=list)
     irreversible: list[str] = field(default_factory=list)
 
     @property
     def key_hash(self) -> str | None:
         return key_hash(self.pubkey) if self.pubkey is not None else None
+
+    @property
+    def otp_key_hash(self) -> str | None:
+        """What program_pubkey=1 writes: the hash of the key inside pieeprom.bin (else -k's)."""
+        return key_hash(self.embedded_pubkey) if self.embedded_pubkey else self.key_hash
 
     @property
     def key(self) -> RsaKey | None:
@@ -97,6 +104,7 @@ def check_directory(inputs: Inputs) -> Report:
     signing_key = inputs.key_path if key is not None and is_private_key(key) else ""
     report = Report(directory, chip, inputs.key_path or "",
                     pubkey_bin(key) if key is not None else None, signing_key=signing_key)
+    _check_sources(report)
     eeprom = _check_pieeprom(report)
     if eeprom is not None:
         _check_config_signature(report, eeprom)
@@ -132,9 +140,21 @@ def _detect_chip(directory: Path) -> str:
         path = directory / name
         if path.is_file():
             return "2712" if path.stat().st_size == 2 * 1024 * 1024 else "2711"
-    if (directory / "bootcode5.bin").exists() or (directory / "recovery.original.bin").exists():
+    # lexists: in a clone without the rpi-eeprom submodule these are dangling links.
+    if any(os.path.lexists(directory / name) for name in ("bootcode5.bin", "recovery.original.bin")):
         return "2712"
     return "2711"
+
+
+def _check_sources(report: Report) -> None:
+    """The inputs update-pieeprom builds from, when they are links into a missing submodule."""
+    for name in ("pieeprom.original.bin", "recovery.original.bin"):
+        path = report.directory / name
+        if path.is_symlink() and not path.exists():
+            report.add(PROBLEM, name, f"is a symlink to '{os.readlink(path)}', which does not exist "
+                       "(usbboot cloned without its rpi-eeprom submodule)",
+                       "git submodule update --init (in the usbboot checkout), then "
+                       + _fix_update(report))
 
 
 def _read(report: Report, name: str, fix: str) -> bytes | None:
@@ -197,6 +217,7 @@ def _check_pieeprom(report: Report) -> img.EepromImage | None:
                    "built for secure boot", fix)
         return eeprom
     embedded_hash = key_hash(embedded)
+    report.embedded_pubkey = embedded
     if report.pubkey is None:
         report.pubkey = embedded
         report.add(INFO, "pieeprom.bin", "no key given (-k): checking against the public key the image "
@@ -269,10 +290,13 @@ def _check_config_txt(report: Report) -> dict[str, str]:
     enabled = {name: value for name, value in values.items() if value not in ("", "0")}
     chip = f"BCM{report.chip}"
     if "program_pubkey" in enabled:
+        # recovery.bin writes the hash of the key in pieeprom.bin, not necessarily -k's.
+        otp_hash = key_hash(report.embedded_pubkey) if report.embedded_pubkey else None
         report.irreversible.append(
             f"program_pubkey={enabled['program_pubkey']}: writes the key hash "
-            f"{report.key_hash or '(unknown)'} to the {chip} OTP; from then on the board boots only "
-            "firmware, configuration and OS images signed with that key")
+            f"{otp_hash or '(unknown: pieeprom.bin holds no key)'} (the key inside pieeprom.bin) "
+            f"to the {chip} OTP; from then on the board boots only firmware, configuration and OS "
+            "images signed with that key")
         if report.chip == "2711":
             report.irreversible.append("  (recovery.bin 2025-05-16 and newer also revokes the development "
                                        "key, as revoke_devkey=1 does)")
@@ -331,8 +355,17 @@ def _check_firmware_2712(report: Report, eeprom: img.EepromImage) -> None:
                        _fix_update(report, firmware=True))
 
 
+def _read_second_stage(report: Report, name: str, fix: str) -> bytes | None:
+    data = _read(report, name, fix)
+    problem = not_firmware(data) if data is not None else None
+    if problem:
+        report.add(PROBLEM, name, problem, fix)
+        return None
+    return data
+
+
 def _check_bootcode5(report: Report, program_pubkey: bool) -> None:
-    data = _read(report, "bootcode5.bin", _fix_update(report, firmware=True))
+    data = _read_second_stage(report, "bootcode5.bin", _fix_update(report, firmware=True))
     if data is None or report.pubkey is None:
         return
     problem = countersignature_problem(data, report.pubkey)
@@ -355,7 +388,7 @@ def _check_bootcode5(report: Report, program_pubkey: bool) -> None:
 
 
 def _check_bootcode4(report: Report) -> None:
-    _read(report, "bootcode4.bin", "copy the BCM2711 recovery.bin here as bootcode4.bin "
+    _read_second_stage(report, "bootcode4.bin", "copy the BCM2711 recovery.bin here as bootcode4.bin "
           "(usbboot: ln -s ../firmware/2711/recovery.bin bootcode4.bin)")
 
 

@@ -43,8 +43,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def render(report: Report) -> str:
     lines = [f"{report.directory}: BCM{report.chip} secure-boot directory"]
-    if report.key_hash is not None:
-        lines.append(f"customer key hash (OTP CUSTOMER_KEY_HASH once programmed): {report.key_hash}")
+    if report.otp_key_hash is not None:
+        lines.append(f"customer key hash (OTP CUSTOMER_KEY_HASH once programmed): {report.otp_key_hash}")
     for finding in report.findings:
         line = f"{LABELS[finding.level]}{finding.file}: {finding.message}"
         if finding.fix and finding.level in (PROBLEM, WARNING):

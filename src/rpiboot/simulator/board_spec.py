@@ -35,7 +35,8 @@ SPEC_KEYS = {"chip", "port", "serial", "rom_serial", "files", "meta", "two_inter
 glitch_after_bytes, a file server that leaves before asking, RomStage.return_code_size)."""
 ROLE_EXCLUSIVE = ("files", "meta", "rom_serial", "two_interfaces", "stall_at", "return_code")
 NOT_PAYLOAD_SUFFIXES = (".md", ".txt", ".sh", ".conf", ".json", ".pem", ".py", ".original.bin")
-NOT_PAYLOAD_NAMES = {"bootfiles.bin", "rpi-eeprom-config", "README", "LICENSE"}
+NOT_PAYLOAD_NAMES = {"bootfiles.bin", "rpi-eeprom-config", "README", "LICENSE",
+                     "pieeprom.signed_boot.bin"}  # update-pieeprom -f: a build input
 
 
 def parse_port(port: str) -> tuple[int, tuple[int, ...]]:

@@ -25,7 +25,8 @@ from dataclasses import dataclass, field
 from typing import Any, Iterator, Sequence
 
 from .script import GET_FILE_SIZE, READ_FILE, Request, done, metadata
-from .signatures import bootcode_2712_trailer, parse_sig, verify_sha256
+from .signatures import (CUSTOMER_KEYNUM, bootcode_2712_keynum, bootcode_2712_trailer, parse_sig,
+                         verify_sha256)
 from .virtual_disk import VirtualDisk
 from .virtual_pi import FinalStage, RomStage, ServerStage, Stage, VirtualPi
 
@@ -49,6 +50,8 @@ class BoardState:
     eeprom_sha256: str | None = None
     eeprom_pubkey: bytes | None = None
     """pubkey.bin embedded in the EEPROM image (the key the bootloader verifies boot.img with)."""
+    eeprom_config_signed: bool | None = None
+    """Whether the flashed image's bootconf.sig verifies with its own pubkey.bin."""
     events: list[str] = field(default_factory=list)
     refusals: list[str] = field(default_factory=list)
 
@@ -87,7 +90,28 @@ class Role:
         """Set when the firmware stops instead of handing over to the board's next stage."""
 
     def check_second_stage(self, data: bytes) -> int:
-        """The ROM's return code for this second stage (0: accepted)."""
+        """The ROM's return code for this second stage (0: accepted).
+
+        Known (usbboot secure-boot-recovery5 and mass-storage-gadget64 READMEs): a BCM2712 with
+        the customer key hash in OTP runs only a bootcode5.bin counter-signed with that key; one
+        without a key refuses a counter-signed bootcode5.bin (its ROM checks against a zero key
+        hash). Assumed: the refusal is a non-zero return code (1); a block with key number 16
+        is what makes it counter-signed; BCM2711's bootcode4.bin is only checked against
+        Raspberry Pi's key, which this model does not hold (accepted)."""
+        if self.board.chip != "2712":
+            return 0
+        wanted = self.board.otp.customer_key_hash
+        if wanted is None:
+            if bootcode_2712_keynum(data) == CUSTOMER_KEYNUM:
+                self.board.refuse("bootcode5.bin: counter-signed with a customer key, but this "
+                                  "board has no key in OTP")
+                return 1
+            return 0
+        trailer = bootcode_2712_trailer(data)
+        if trailer is None or hashlib.sha256(trailer[2]).hexdigest() != wanted or \
+                not verify_sha256(trailer[2], trailer[0], trailer[1]):
+            self.board.refuse("bootcode5.bin: not counter-signed with the customer key")
+            return 1
         return 0
 
     def requests(self, view: StageView) -> Iterator[Request]:
@@ -125,11 +149,20 @@ class Recovery(Role):
     ``recovery_metadata=0`` stops the metadata, which is on by default; ``program_pubkey=1``
     writes the customer key hash into OTP), then the ``.sig`` before the image: pieeprom.sig,
     then pieeprom.bin (older versions looked for pieeprom.upd). The ``.sig`` holds the image's
-    SHA-256 (rpi-eeprom-digest); a mismatch is a "bad signature" and nothing is flashed. A
-    missing image still ends in the success indication (rpi-eeprom issue 735). On a board with
-    secure boot the image must carry the customer key's rsa2048 signature.
+    SHA-256 (rpi-eeprom-digest; usbboot's update-pieeprom.sh writes it without an rsa2048 line,
+    also for secure boot); a mismatch is a "bad signature" and nothing is flashed. A missing
+    image still ends in the success indication (rpi-eeprom issue 735). Once the key is in OTP
+    "the EEPROM configuration file must be signed with the customer private key", and
+    ``program_pubkey=1`` verifies bootconf.sig with the image's key before it writes OTP (the
+    UART log in usbboot's secure-boot-recovery README).
 
-    Assumed: the BCM2711 asks for vl805.sig first (seen in the 214 log); this model reads it
+    The metadata of a run with ``program_pubkey=1`` carries SECURE_BOOT_PROVISION (the
+    secure-boot-recovery README's example). Assumed: its value "failed" when the key could not
+    be written, and its absence when the image was not flashed; on a board with the key in OTP
+    recovery.bin itself refuses an image whose
+    pubkey.bin is not that key or whose bootconf.sig does not verify with it (upstream only says
+    such a configuration is not accepted, not which stage refuses it); the BCM2711 asks for
+    vl805.sig first (seen in the 214 log); this model reads it
     and nothing else of the VL805 update (vl805.bin is not modelled); the metadata key set and the EEPROM_UPDATE values "success",
     "failed" and "skipped" (no image); a refused update still sends metadata and ends the stage.
     """
@@ -137,6 +170,8 @@ class Recovery(Role):
     name, chips = "recovery", ("2711",)
     expected = ("config.txt", "pieeprom.sig", "pieeprom.bin")
     image = "pieeprom.bin"
+    provision: str | None = None
+    """SECURE_BOOT_PROVISION for the metadata: set only when config.txt asks program_pubkey=1."""
 
     def requests(self, view: StageView) -> Iterator[Request]:
         yield from self.fetch(view, "config.txt")
@@ -163,10 +198,12 @@ class Recovery(Role):
             return "failed"
         self.board.eeprom_sha256 = hashlib.sha256(image).hexdigest()
         self.board.eeprom_pubkey = _image_pubkey(image)
+        self.board.eeprom_config_signed = (self.board.eeprom_pubkey is not None
+                                           and _config_signed(image, self.board.eeprom_pubkey))
         self.board.events.append(f"{self.name}: flashed {self.image} "
                                  f"sha256 {self.board.eeprom_sha256}")
         if options.get("program_pubkey") == "1":
-            self._program_pubkey()
+            self.provision = "success" if self._program_pubkey() else "failed"
         return "success"
 
     def _problem(self, sig: bytes | None, image: bytes) -> str | None:
@@ -179,24 +216,29 @@ class Recovery(Role):
         if wanted is None:
             return None
         pubkey = _image_pubkey(image)
-        signature = parsed.rsa2048
         if pubkey is None or hashlib.sha256(pubkey).hexdigest() != wanted:
             return "secure boot: the image's public key does not match the OTP key hash"
-        if signature is None or not verify_sha256(pubkey, image, signature):
-            return "secure boot: no valid rsa2048 signature in pieeprom.sig"
+        if not _config_signed(image, pubkey):
+            return "secure boot: bootconf.txt is not signed with the customer key (bootconf.sig)"
         return None
 
-    def _program_pubkey(self) -> None:
+    def _program_pubkey(self) -> bool:
+        """Write the image's key hash into OTP; False (and a refusal) when it cannot."""
         pubkey = self.board.eeprom_pubkey
         if pubkey is None:
             self.board.refuse("program_pubkey=1 but the EEPROM image holds no public key")
-            return
+            return False
+        if self.board.eeprom_config_signed is not True:
+            self.board.refuse("program_pubkey=1 but bootconf.sig does not verify with the "
+                              "image's public key; OTP not written")
+            return False
         digest = hashlib.sha256(pubkey).hexdigest()
         if self.board.otp.customer_key_hash not in (None, digest):
             self.board.refuse("program_pubkey=1: OTP already holds a different key hash")
-            return
+            return False
         self.board.otp.customer_key_hash = digest
         self.board.events.append(f"{self.name}: OTP customer key hash {digest}")
+        return True
 
     def _metadata(self, outcome: str) -> dict[str, str]:
         serial = int(self.board.serial, 16) if _is_hex(self.board.serial) else 0
@@ -204,6 +246,7 @@ class Recovery(Role):
                                                    (serial & 0xFFFFFF).to_bytes(3, "big")),
                 "EEPROM_UPDATE": outcome,
                 "EEPROM_HASH": self.board.eeprom_sha256 or NO_KEY,
+                **({"SECURE_BOOT_PROVISION": self.provision} if self.provision else {}),
                 "CUSTOMER_KEY_HASH": self.board.otp.customer_key_hash or NO_KEY,
                 "BOOT_ROM": "0000c8b0", "BOARD_ATTR": "00000000",
                 "USER_BOARDREV": BOARD_REVISIONS[self.board.chip], "JTAG_LOCKED": "0"}
@@ -273,10 +316,8 @@ class SecureBoot(MassStorageGadget):
     hash in OTP the bootloader only runs a boot.img signed by that key (boot.sig, rsa2048); on
     BCM2712 the firmware (bootcode5.bin) must also be counter-signed with it.
 
-    Assumed: the ROM refuses a bootcode5.bin whose outermost signature block is not the
-    customer key's by answering a non-zero return code (1); BCM2711's bootcode4.bin is only
-    checked against Raspberry Pi's key, which this model does not hold (accepted). A board with
-    an empty OTP behaves like ``mass-storage-gadget``.
+    The ROM's check of bootcode5.bin is every role's (:meth:`Role.check_second_stage`). A
+    board with an empty OTP behaves like ``mass-storage-gadget``.
     """
 
     name = "secure-boot"
@@ -285,17 +326,6 @@ class SecureBoot(MassStorageGadget):
     def expected(self) -> tuple[str, ...]:
         signed = self.board.otp.customer_key_hash is not None
         return ("config.txt", "boot.img", "boot.sig") if signed else ("config.txt", "boot.img")
-
-    def check_second_stage(self, data: bytes) -> int:
-        wanted = self.board.otp.customer_key_hash
-        if self.board.chip != "2712" or wanted is None:
-            return 0
-        trailer = bootcode_2712_trailer(data)
-        if trailer is None or hashlib.sha256(trailer[2]).hexdigest() != wanted or \
-                not verify_sha256(trailer[2], trailer[0], trailer[1]):
-            self.board.refuse("bootcode5.bin: not counter-signed with the customer key")
-            return 1
-        return 0
 
 
 class Msd(Role):
@@ -388,6 +418,24 @@ def _image_pubkey(image: bytes) -> bytes | None:
     except (ToolError, ValueError, struct.error):
         return None
     return data[:264] if data and len(data) >= 264 else None
+
+
+def _config_signed(image: bytes, pubkey: bytes) -> bool:
+    """Whether the image's bootconf.sig holds the sha256 and a valid rsa2048 signature of its
+    bootconf.txt made with ``pubkey``."""
+    from ..eeprom.common import ToolError
+    from ..eeprom.image import BOOTCONF_SIG, BOOTCONF_TXT, EepromImage
+
+    try:
+        parsed = EepromImage(image)
+        if not (parsed.find_file(BOOTCONF_SIG) and parsed.find_file(BOOTCONF_TXT)):
+            return False
+        config, sig = parsed.get_file(BOOTCONF_TXT), parse_sig(parsed.get_file(BOOTCONF_SIG))
+    except (ToolError, ValueError, struct.error):
+        return False
+    return (sig is not None and sig.rsa2048 is not None
+            and sig.sha256 == hashlib.sha256(config).hexdigest()
+            and verify_sha256(pubkey, config, sig.rsa2048))
 
 
 def _is_hex(text: str) -> bool:

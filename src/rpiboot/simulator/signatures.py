@@ -79,6 +79,18 @@ def bootcode_2712_trailer(data: bytes) -> tuple[bytes, bytes, bytes] | None:
     return data[:-PUBKEY_LEN - SIGNATURE_LEN], signature, pubkey
 
 
+CUSTOMER_KEYNUM = 16
+"""Key number of a customer counter-signature block (rpi-sign-bootcode -n 16)."""
+
+
+def bootcode_2712_keynum(data: bytes) -> int | None:
+    """The key number in the outermost signature block's header, or None when too short."""
+    header = len(data) - PUBKEY_LEN - SIGNATURE_LEN - 12
+    if header < 0:
+        return None
+    return int.from_bytes(data[header + 4:header + 8], "little", signed=True)
+
+
 def pubkey_from_pem(text: bytes) -> bytes:
     """pubkey.bin of the RSA key in a PEM file (public or private key)."""
     match = re.search(rb"-----BEGIN [A-Z ]+-----(.*?)-----END", text, re.S)
