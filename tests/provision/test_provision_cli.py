@@ -215,3 +215,11 @@ def test_sigterm_marks_the_boards_in_progress_interrupted(tmp_path):
     finally:
         ledger.close()
     assert results and set(results) == {"interrupted"}
+
+
+def test_export_of_a_missing_ledger_file_is_an_error_not_an_empty_ledger(tmp_path, capsys):
+    missing = tmp_path / "no-such-dir" / "typo.sqlite"
+    assert cli.main(["export", "--ledger", str(missing)]) == ExitCode.LEDGER
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "no ledger at" in err
+    assert not missing.parent.exists()  # nothing created by a read

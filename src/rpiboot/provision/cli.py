@@ -263,7 +263,11 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def _export(args: argparse.Namespace) -> int:
-    from .ledger import open_ledger
+    from .ledger import LedgerError, default_ledger_path, is_url, open_ledger
+    if not is_url(args.ledger):
+        path = Path(args.ledger).expanduser() if args.ledger else default_ledger_path()
+        if not path.exists():  # a mistyped path must not read as an empty ledger
+            raise LedgerError(f"no ledger at {path}")
     ledger = open_ledger(args.ledger)
     try:
         records = ledger.export()
