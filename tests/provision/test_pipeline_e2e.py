@@ -527,3 +527,31 @@ def test_a_stale_listing_of_the_recovery_stage_is_not_the_board_coming_back(line
     assert run.outcome.exit_code == ExitCode.OK, run.outcome.boards[0].message
     assert len(run.kinds("board_arrived")) == 1 and pi.violations == []
     assert disk_bytes(tmp / "lag.img")[:len(image)] == image
+
+
+def test_ledger_failing_after_the_ok_record_does_not_turn_the_board_into_a_failure(
+        line, monkeypatch):
+    """The board's "ok" is committed by finish_board; if the row for the "record" step then
+    fails (connection lost at that moment), the outcome must agree with the ledger: ok."""
+    from rpiboot.provision.ledger import LedgerError
+    from rpiboot.provision.ledger.base import Ledger
+    tmp, image = line
+    real = Ledger.record_step
+    failed = []
+
+    def record_step(self, board_id, step, **kwargs):  # type: ignore[no-untyped-def]
+        if step == "record" and not failed:
+            failed.append(step)
+            raise LedgerError("connection lost")
+        return real(self, board_id, step, **kwargs)
+
+    monkeypatch.setattr(Ledger, "record_step", record_step)
+    run = run_virtual(tmp, profile(tmp, "os.img"),
+                      [board("2711", 1, "rec00001", tmp / "r1.img", 8 * MiB)])
+    assert_clean(run)
+    assert failed
+    assert run.kinds("board_failed") == []
+    assert run.outcome.exit_code == 0
+    [record] = export(tmp)
+    assert record["result"] == "ok"
+    assert [s["step"] for s in record["steps"]][-1] == "record"  # retried once reconnected
