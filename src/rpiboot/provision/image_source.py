@@ -42,6 +42,7 @@ _MAGIC = (
     (b"PK\x05\x06", "zip"),
 )
 FORMATS = ("raw", "xz", "gz", "bz2", "zst", "zip")
+_COMPRESSED_SUFFIXES = {".xz": "xz", ".gz": "gz", ".bz2": "bz2", ".zst": "zst", ".zip": "zip"}
 
 
 class ImageError(ProvisionError):
@@ -96,6 +97,11 @@ def _inspect(path: Path) -> ImageInfo:
             if file_size == 0:
                 raise ImageError(f"{path.name}: the image file is empty")
             form = detect_format(handle.read(8))
+            named = _COMPRESSED_SUFFIXES.get(path.suffix.lower())
+            if named is not None and form == "raw":
+                # e.g. an HTML error page saved as .img.xz: never write it to a board as raw
+                raise ImageError(f"{path.name}: named .{named} but is not {named} data "
+                                 "(a failed or truncated download?)")
             if form == "zip":
                 member = _zip_member(handle, path)
                 return ImageInfo(path, form, member.file_size, member.filename)
