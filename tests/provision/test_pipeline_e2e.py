@@ -555,3 +555,20 @@ def test_ledger_failing_after_the_ok_record_does_not_turn_the_board_into_a_failu
     [record] = export(tmp)
     assert record["result"] == "ok"
     assert [s["step"] for s in record["steps"]][-1] == "record"  # retried once reconnected
+
+
+def test_a_write_cut_short_by_a_corrupt_image_records_the_bytes_it_did_write(tmp_path):
+    """gzip's CRC is checked at the end: whole chunks reach the disk before the damage shows.
+    The failure record must say the disk was changed, not "0 bytes written"."""
+    make_boot_dirs(tmp_path)
+    image = os_image(tmp_path / "os.img", 9 * MiB)  # three 4 MiB chunks
+    packed = compress(tmp_path / "os.img", "gz")
+    corrupt(packed, "crc")
+    run = run_virtual(tmp_path, profile(tmp_path, packed.name),
+                      [board("2711", 1, "part0001", tmp_path / "d1.img", 16 * MiB)])
+    assert_clean(run)
+    [record] = export(tmp_path)
+    assert record["result"] == "image_corrupt" and record["verified"] is False
+    on_disk = disk_bytes(tmp_path / "d1.img")
+    assert record["bytes_written"] >= 4 * MiB
+    assert on_disk[:record["bytes_written"]] == image[:record["bytes_written"]]

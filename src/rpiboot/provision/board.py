@@ -280,7 +280,11 @@ class BoardWorker:
 
     def _write(self) -> dict[str, Any]:
         board = self.board
-        result, batch = self.context.writer.write(self)
+        try:
+            result, batch = self.context.writer.write(self)
+        except ProvisionError as error:
+            self._record_partial_write(getattr(error, "bytes_written", 0))
+            raise
         board.bytes_written = result.bytes_written
         board.image_sha256 = result.image_sha256
         board.write_ranges = list(result.ranges)
@@ -288,6 +292,15 @@ class BoardWorker:
                                  bytes_written=result.bytes_written)
         return {"bytes_written": result.bytes_written, "image_sha256": result.image_sha256,
                 **batch}
+
+    def _record_partial_write(self, written: int) -> None:
+        """A failed write that had changed the disk says so in the record (not 0 bytes)."""
+        if written:
+            self.board.bytes_written = written
+            try:
+                self.context.book.update(self.board, bytes_written=written)
+            except ProvisionError:
+                pass  # the write's own failure is the one to report
 
     def progress(self, step: str, started: float) -> Callable[[int, int | None], None]:
         """A progress callback emitting ``step_progress`` at most every 0.25 s."""
