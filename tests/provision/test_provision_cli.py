@@ -223,3 +223,22 @@ def test_export_of_a_missing_ledger_file_is_an_error_not_an_empty_ledger(tmp_pat
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "no ledger at" in err
     assert not missing.parent.exists()  # nothing created by a read
+
+
+@pytest.mark.parametrize("kind", ["file", "non-empty directory"])
+def test_demo_keep_refuses_a_path_that_holds_something(tmp_path, capsys, kind):
+    """Running the demo twice with the same --keep was a traceback-free internal error
+    (FileExistsError, status 1); it is a usage error that leaves the files alone."""
+    keep = tmp_path / "kept"
+    if kind == "file":
+        keep.write_text("mine")
+    else:
+        keep.mkdir()
+        (keep / "notes.txt").write_text("mine")
+    with pytest.raises(SystemExit) as caught:
+        cli.main(["demo", "--boards", "1", "--plain", "--keep", str(keep)])
+    assert caught.value.code == ExitCode.USAGE
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "not an empty directory" in err
+    assert (keep.read_text() if kind == "file" else (keep / "notes.txt").read_text()) == "mine"
+    assert kind == "file" or sorted(p.name for p in keep.iterdir()) == ["notes.txt"]

@@ -62,8 +62,9 @@ def build_parser() -> argparse.ArgumentParser:
     demo = commands.add_parser("demo", help="provision virtual boards end to end (no hardware)")
     demo.add_argument("--boards", type=_positive_int, default=4, metavar="N",
                       help="how many virtual boards (default 4)")
-    demo.add_argument("--keep", type=Path, metavar="DIR",
-                      help="work in DIR and keep the image, disks, profile and ledger")
+    demo.add_argument("--keep", type=_new_directory, metavar="DIR",
+                      help="work in DIR (new or empty) and keep the image, disks, profile and "
+                           "ledger")
     demo_output = demo.add_mutually_exclusive_group()
     demo_output.add_argument("--json", action="store_true", help="JSON events, one per line")
     demo_output.add_argument("--plain", action="store_true", help="plain lines")
@@ -119,6 +120,14 @@ def _positive_int(text: str) -> int:
     if value < 1:
         raise argparse.ArgumentTypeError("must be at least 1")
     return value
+
+
+def _new_directory(text: str) -> Path:
+    path = Path(text)
+    if path.exists() and not (path.is_dir() and not any(path.iterdir())):
+        raise argparse.ArgumentTypeError(f"{text} exists and is not an empty directory "
+                                         "(the demo would overwrite what is there)")
+    return path
 
 
 def _positive_float(text: str) -> float:
