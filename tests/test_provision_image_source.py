@@ -113,6 +113,18 @@ def test_truncated_file_is_an_image_error(raw: Path, tmp_path: Path, form: str) 
     assert "\n" not in str(caught.value) and path.name in str(caught.value)
 
 
+@pytest.mark.parametrize("form", ("xz", "zst"))
+def test_a_truncated_file_is_found_by_check_before_any_board(raw: Path, tmp_path: Path,
+                                                            form: str) -> None:
+    """`check` (and the checks before a run) catch a truncated xz or zstd without
+    decompressing it: their structure says where the file must end."""
+    path = compress(raw, form, tmp_path)
+    truncate_to(path, 0.6)
+    with pytest.raises(ImageError, match="truncated") as caught:
+        check_image(path)
+    assert caught.value.code == "image_corrupt"
+
+
 @pytest.mark.parametrize("form", FORMATS)
 def test_flipped_byte_in_the_middle_is_an_image_error(raw: Path, tmp_path: Path,
                                                       form: str) -> None:

@@ -110,6 +110,9 @@ def _inspect(path: Path) -> ImageInfo:
                 size = file_size
             elif form == "xz":
                 size = _xz_size(handle, file_size)
+                if size is None:  # every complete xz file ends in an index and a footer
+                    raise ImageError(f"{path.name}: corrupt xz data (truncated or damaged: no "
+                                     "valid index at the end of the file)")
             elif form == "zst":
                 size = _zstd_size(handle, file_size, path)
             return ImageInfo(path, form, size)
@@ -311,7 +314,7 @@ def _zip_pieces(handle: BinaryIO, path: Path, limit: int) -> Iterator[bytes]:
 
 def _xz_size(handle: BinaryIO, file_size: int) -> int | None:
     """Sum of the uncompressed sizes in the index of every stream, walking back from the end;
-    None when the file's tail is not a well-formed xz footer (decompression will say why)."""
+    None when the file's tail is not a well-formed xz footer and index (a damaged file)."""
     position, total = file_size, 0
     while position > 0:
         while position >= 4 and _read_at(handle, position - 4, 4) == b"\0\0\0\0":
