@@ -242,3 +242,15 @@ def test_demo_keep_refuses_a_path_that_holds_something(tmp_path, capsys, kind):
     assert err.count("\n") == 1 and "not an empty directory" in err
     assert (keep.read_text() if kind == "file" else (keep / "notes.txt").read_text()) == "mine"
     assert kind == "file" or sorted(p.name for p in keep.iterdir()) == ["notes.txt"]
+
+
+def test_run_json_reports_a_profile_error_as_an_error_event(line, capsys):
+    """As rpiboot --json: a run that cannot start still says why on stdout, as an event."""
+    profile = write_profile(line / "p.toml", '[boot]\ndirectory = "gadget"\n[os]\nimgae = '
+                                             '"os.img"\n')
+    assert cli.main(["run", str(profile), "--json", "--ledger", str(line / "l.sqlite")]) == \
+        ExitCode.PROFILE
+    events = [json.loads(text) for text in capsys.readouterr().out.splitlines()]
+    assert [(e["event"], e["code"], e["exit_code"]) for e in events] == \
+        [("error", "profile_invalid", 3)]
+    assert validate(events[0]) == [] and "imgae" in events[0]["message"]

@@ -177,15 +177,20 @@ def _check(args: argparse.Namespace) -> int:
 def _run(args: argparse.Namespace) -> int:
     from .api import provision
     from .profile import load_profile
-    if args.web_token is not None and args.web is None:
-        from .web.server import WebError
-        raise WebError("--web-token needs --web")
-    profile = load_profile(args.profile)
+    try:
+        if args.web_token is not None and args.web is None:
+            from .web.server import WebError
+            raise WebError("--web-token needs --web")
+        profile = load_profile(args.profile)
+        dashboard = _start_dashboard(args, profile) if args.web else None
+    except (ProvisionError, RpibootError) as error:
+        if not args.json:
+            raise
+        return _report_error(JsonReporter(), error)  # as rpiboot --json: the error event too
     options = RunOptions(count=args.count, loop=args.loop, timeout=args.timeout,
                          port_number=args.port_number, port_path=args.port_path,
                          serial=args.serial, reprovision=args.reprovision,
                          station=args.station or "", gather=args.gather)
-    dashboard = _start_dashboard(args, profile) if args.web else None
     reporter = _reporter(args)
     if dashboard is not None:
         reporter = _tee(reporter, dashboard.state)
