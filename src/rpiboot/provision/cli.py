@@ -308,7 +308,7 @@ def _write_csv(records: list[dict[str, Any]]) -> None:
 def _csv_value(value: Any) -> Any:
     if isinstance(value, (dict, list)):
         return json.dumps(value, sort_keys=True)
-    if isinstance(value, str) and value[:1] in ("=", "+", "-", "@"):
+    if isinstance(value, str) and value[:1] in ("=", "+", "-", "@", "\t", "\r"):  # as web/app
         return "'" + value  # a spreadsheet must not run a device-supplied formula
     return value
 
