@@ -111,6 +111,39 @@ def test_eeprom_then_reentry_at_the_same_port_then_write(line):
     assert pi.violations == []
 
 
+def test_eeprom_key_signs_the_boot_config_and_the_users_files_stay_untouched(line):
+    """[eeprom] key: the bootloader image carries bootconf.sig and the public key, as
+    update-pieeprom -k does; it is built in a private directory (the user's files unchanged)."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+    from rpiboot.provision.eeprom_image import build_recovery
+    from rpiboot.provision.profile import load_profile
+    tmp, _image = line
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    (tmp / "key.pem").write_bytes(key.private_bytes(serialization.Encoding.PEM,
+                                                    serialization.PrivateFormat.PKCS8,
+                                                    serialization.NoEncryption()))
+    before = {p: p.read_bytes() for p in tmp.rglob("*") if p.is_file()}
+    section = load_profile(profile(tmp, "os.img", '[eeprom]\nrecovery = "recovery"\n'
+                                                  'boot_conf = "boot.conf"\nkey = "key.pem"\n'
+                                   )).eeprom
+    build = build_recovery(section)
+    try:
+        assert build.signed and not build.directory.is_relative_to(tmp)
+        built = eeprom_image.EepromImage((build.directory / "pieeprom.bin").read_bytes())
+        assert built.get_file(eeprom_image.BOOTCONF_TXT) == (tmp / "boot.conf").read_bytes()
+        signature = built.get_file(eeprom_image.BOOTCONF_SIG)
+        assert hashlib.sha256((tmp / "boot.conf").read_bytes()).hexdigest() in \
+            signature.decode("ascii", "replace")
+        public = key.public_key().public_numbers()
+        assert public.n.to_bytes(256, "little") in built.get_file(eeprom_image.PUBKEY_BIN)
+    finally:
+        build.remove()
+    assert not build.directory.exists()
+    assert {p: p.read_bytes() for p in tmp.rglob("*") if p.is_file() and p.name != "p.toml"} \
+        == {p: d for p, d in before.items() if p.name != "p.toml"}
+
+
 def test_customisation_is_on_the_disk_read_back_with_mtools(tmp_path):
     pytest.importorskip("rpiboot.provision.customise")
     from customise_support import pi_disk
