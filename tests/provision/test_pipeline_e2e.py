@@ -268,6 +268,32 @@ def test_board_vanishing_mid_write_fails_alone(line, monkeypatch):
         {"van1": "ok", "van2": "device_gone", "van3": "ok"}
 
 
+def test_a_disk_that_stores_wrong_bytes_fails_verify_alone(line, monkeypatch):
+    """A disk that accepts the write but keeps different bytes: verify reads it back past the
+    page cache, the board fails with verify_mismatch and its record says not verified."""
+    tmp, image = line
+    pis = [board("2711", port, f"ver{port}", tmp / f"w{port}.img", 8 * MiB) for port in (1, 2)]
+    bad_file = os.path.realpath(tmp / "w2.img")
+    real_pwrite = os.pwrite
+
+    def pwrite(fd, data, offset):  # type: ignore[no-untyped-def]
+        if offset == 0 and os.path.realpath(f"/proc/self/fd/{fd}") == bad_file:
+            damaged = bytearray(data)
+            damaged[100] ^= 0xFF
+            return real_pwrite(fd, bytes(damaged), offset)
+        return real_pwrite(fd, data, offset)
+
+    monkeypatch.setattr(os, "pwrite", pwrite)
+    run = run_virtual(tmp, profile(tmp, "os.img"), pis)
+    assert_clean(run)
+    assert run.outcome.exit_code == ExitCode.BOARD_FAILED
+    assert [(e["port"], e["code"], e["step"]) for e in run.kinds("board_failed")] == \
+        [("1-2", "verify_mismatch", "verify")]
+    records = {r["serial"]: r for r in export(tmp)}
+    assert (records["ver2"]["result"], records["ver2"]["verified"]) == ("verify_mismatch", False)
+    assert (records["ver1"]["result"], records["ver1"]["verified"]) == ("ok", True)
+
+
 def test_unwritable_ledger_refuses_to_start(line, capsys):
     tmp, _image = line
     (tmp / "ledger-dir").mkdir()
