@@ -153,7 +153,7 @@ def _non_negative_float(text: str) -> float:
 # --- commands ---------------------------------------------------------------------------------
 
 def _check(args: argparse.Namespace) -> int:
-    from .preflight import preflight
+    from .preflight import ledger_target_text, preflight
     from .profile import load_profile
     profile = load_profile(args.profile)
     checked = preflight(profile)
@@ -161,7 +161,7 @@ def _check(args: argparse.Namespace) -> int:
     if target is not None:
         from .ledger import open_ledger
         open_ledger(target).close()
-        checked.notes.append(f"ledger {target}: writable")
+        checked.notes.append(f"ledger {ledger_target_text(target)}: writable")
     if args.json:
         print(json.dumps({"ok": True, "profile": str(args.profile),
                           "profile_id": checked.profile.profile_id,

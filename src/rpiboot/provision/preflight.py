@@ -121,4 +121,9 @@ def _check_templates(profile: Profile) -> None:
 
 
 def ledger_target_text(target: str | Path | None) -> str:
-    return "default" if target is None else str(target)
+    """The ledger as printed and in the start event: never with its password."""
+    from .ledger import is_url
+    from .ledger.postgres import redact
+    if target is None:
+        return "default"
+    return redact(str(target)) if is_url(target) else str(target)
