@@ -82,6 +82,23 @@ def test_four_boards_at_once_with_xz_share_one_decompression(line):
         assert steps == ["boot", "claim", "storage", "write", "verify", "record"]
 
 
+def test_write_progress_per_board_has_bytes_rate_and_eta(tmp_path):
+    make_boot_dirs(tmp_path)
+    image = os_image(tmp_path / "os.img", 9 * MiB)
+    pis = [board("2711", port, f"9r0g000{port}", tmp_path / f"p{port}.img", 16 * MiB)
+           for port in (1, 2)]
+    run = run_virtual(tmp_path, profile(tmp_path, "os.img"), pis)
+    assert_clean(run)
+    for port in ("1-1", "1-2"):
+        progress = [e for e in run.kinds("step_progress")
+                    if e["step"] == "write" and e["port"] == port]
+        assert progress, port
+        assert [e["bytes"] for e in progress] == sorted(e["bytes"] for e in progress)
+        last = progress[-1]
+        assert (last["bytes"], last["total"]) == (len(image), len(image))
+        assert last["rate"] > 0 and last["eta"] is not None and last["eta"] >= 0
+
+
 def test_eeprom_then_reentry_at_the_same_port_then_write(line):
     tmp, image = line
     recovery_before = {p.name: p.read_bytes() for p in (tmp / "recovery").iterdir()}
