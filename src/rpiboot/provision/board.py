@@ -240,7 +240,13 @@ class BoardWorker:
             self._step("claim", self._claim)
 
     def _claim(self) -> dict[str, Any]:
-        return self.context.book.claim(self.board)
+        details = self.context.book.claim(self.board)
+        if self.context.profile.customise:
+            # This board's values ({serial}, {mac}, {unit}, {pool.*}) are known now: a value the
+            # settings refuse fails the board before a byte of its disk is written.
+            from .first_boot_settings import validate_settings
+            validate_settings(self.context.book.settings_for(self.board))
+        return details
 
     def _storage(self) -> dict[str, Any]:
         from .block_device import check_safe_to_write, select_disk
