@@ -160,9 +160,29 @@ def test_example_profile_is_valid(tmp_path, monkeypatch, capsys):
     os_image(tmp_path / "2025-11-24-raspios-trixie-arm64-lite.img.xz", 4096)
     gadget, _recovery = make_boot_dirs(tmp_path)
     monkeypatch.setattr(preflight, "find_default_directory", lambda _target: gadget)
+    mbr = bytearray(8192)  # one FAT32 (LBA) partition, as Raspberry Pi OS images start
+    mbr[446 + 4], mbr[446 + 8:446 + 16] = 0x0C, (8192).to_bytes(4, "little") * 2
+    mbr[510:512] = b"\x55\xaa"
     (tmp_path / "2025-11-24-raspios-trixie-arm64-lite.img.xz").write_bytes(
-        __import__("lzma").compress(b"\0" * 8192))
+        __import__("lzma").compress(bytes(mbr)))
     assert cli.main(["check", str(tmp_path / "cm4-line.toml")]) == 0, capsys.readouterr().err
+
+
+@pytest.mark.parametrize("head, problem", [
+    (b"\0" * 8192, "no partition table"),
+    (bytes(446) + bytes([0, 0, 0, 0, 0x83, 0, 0, 0]) + (2048).to_bytes(4, "little") * 2
+     + bytes(48) + b"\x55\xaa" + bytes(7680), "partition types: 0x83")])
+def test_check_refuses_an_image_without_a_boot_partition_to_customise(line, capsys, head,
+                                                                       problem):
+    """Without this, every board would be written in full and then fail at customise."""
+    (line / "plain.img").write_bytes(head)
+    profile = write_profile(line / "p.toml", '[boot]\ndirectory = "gadget"\n[os]\nimage = '
+                                             '"plain.img"\n[customise]\nhostname = "x"\n')
+    assert cli.main(["check", str(profile)]) == ExitCode.PROFILE
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and problem in err
+    (line / "p2.toml").write_text('[boot]\ndirectory = "gadget"\n[os]\nimage = "plain.img"\n')
+    assert cli.main(["check", str(line / "p2.toml")]) == 0  # nothing to customise: fine
 
 
 def test_demo_provisions_virtual_boards_end_to_end(tmp_path, capsys):
