@@ -311,6 +311,24 @@ def test_a_disk_that_stores_wrong_bytes_fails_verify_alone(line, monkeypatch):
     assert (records["ver1"]["result"], records["ver1"]["verified"]) == ("ok", True)
 
 
+def test_two_boards_reporting_one_serial_on_one_station_are_not_both_written(line):
+    """The ledger's claim stops two stations; two ports of one station reporting the same
+    serial (a cloned or faulty board) must not both be provisioned either."""
+    tmp, image = line
+    pis = [board("2711", port, "c10ned01", tmp / f"c{port}.img", 8 * MiB) for port in (1, 2)]
+    run = run_virtual(tmp, profile(tmp, "os.img"), pis)
+    assert_clean(run)
+    assert run.outcome.exit_code == ExitCode.BOARD_FAILED
+    (failed,) = run.kinds("board_failed")
+    assert (failed["code"], failed["step"]) == ("claimed_elsewhere", "claim")
+    assert "same serial" in failed["message"]
+    written = [disk_bytes(tmp / f"c{port}.img")[:len(image)] == image for port in (1, 2)]
+    assert sorted(written) == [False, True]
+    loser = tmp / f"c{written.index(False) + 1}.img"
+    assert disk_bytes(loser) == bytes(8 * MiB)
+    assert sorted(r["result"] for r in export(tmp)) == ["claimed_elsewhere", "ok"]
+
+
 def test_unwritable_ledger_refuses_to_start(line, capsys):
     tmp, _image = line
     (tmp / "ledger-dir").mkdir()
