@@ -274,3 +274,15 @@ def test_run_json_reports_a_profile_error_as_an_error_event(line, capsys):
     assert [(e["event"], e["code"], e["exit_code"]) for e in events] == \
         [("error", "profile_invalid", 3)]
     assert validate(events[0]) == [] and "imgae" in events[0]["message"]
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["run", "p.toml", "--count", "x"], "--count: expected a whole number, not 'x'"),
+    (["run", "p.toml", "--gather", "soon"], "--gather: expected a number, not 'soon'"),
+    (["demo", "--boards", "1.5"], "--boards: expected a whole number, not '1.5'")])
+def test_a_value_that_is_not_a_number_is_a_plain_usage_error(argv, message, capsys):
+    with pytest.raises(SystemExit) as caught:
+        cli.main(argv)
+    assert caught.value.code == ExitCode.USAGE
+    err = capsys.readouterr().err
+    assert message in err and "_positive" not in err and err.count("\n") == 1

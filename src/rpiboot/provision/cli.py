@@ -115,8 +115,16 @@ def _add_run_options(run: argparse.ArgumentParser) -> None:
                           "non-loopback address)")
 
 
+def _number(text: str, kind: type) -> Any:
+    try:
+        return kind(text)
+    except ValueError:
+        what = "a whole number" if kind is int else "a number"
+        raise argparse.ArgumentTypeError(f"expected {what}, not {text!r}") from None
+
+
 def _positive_int(text: str) -> int:
-    value = int(text)
+    value = _number(text, int)
     if value < 1:
         raise argparse.ArgumentTypeError("must be at least 1")
     return value
@@ -131,7 +139,7 @@ def _new_directory(text: str) -> Path:
 
 
 def _positive_float(text: str) -> float:
-    value = float(text)
+    value = _number(text, float)
     if not value > 0:
         raise argparse.ArgumentTypeError("must be more than 0")
     return value
@@ -144,7 +152,7 @@ def _station(text: str) -> str:
 
 
 def _non_negative_float(text: str) -> float:
-    value = float(text)
+    value = _number(text, float)
     if not value >= 0:
         raise argparse.ArgumentTypeError("must be 0 or more")
     return value
