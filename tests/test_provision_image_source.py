@@ -55,6 +55,16 @@ def test_format_is_found_by_content_not_name(raw: Path, tmp_path: Path) -> None:
     assert source.format == "gz" and data == raw.read_bytes()
 
 
+@pytest.mark.parametrize("suffix", (".xz", ".gz", ".bz2", ".zst", ".zip", ".XZ"))
+def test_a_file_named_compressed_that_is_not_is_refused_not_written_raw(
+        tmp_path: Path, suffix: str) -> None:
+    page = tmp_path / f"raspios.img{suffix}"  # what a failed download leaves behind
+    page.write_bytes(b"<!DOCTYPE html><html><body>404 Not Found</body></html>\n" * 20)
+    with pytest.raises(ImageError, match="not .* data") as caught:
+        check_image(page)
+    assert caught.value.code == "image_corrupt"
+
+
 @pytest.mark.parametrize("form,size", [("raw", SIZE), ("xz", SIZE), ("zst", SIZE), ("zip", SIZE),
                                        ("gz", None), ("bz2", None)])
 def test_size_known_up_front_where_the_format_records_it(raw: Path, tmp_path: Path, form: str,
@@ -101,6 +111,18 @@ def test_truncated_file_is_an_image_error(raw: Path, tmp_path: Path, form: str) 
         _read_all(path)
     assert caught.value.code == "image_corrupt"
     assert "\n" not in str(caught.value) and path.name in str(caught.value)
+
+
+@pytest.mark.parametrize("form", ("xz", "zst"))
+def test_a_truncated_file_is_found_by_check_before_any_board(raw: Path, tmp_path: Path,
+                                                            form: str) -> None:
+    """`check` (and the checks before a run) catch a truncated xz or zstd without
+    decompressing it: their structure says where the file must end."""
+    path = compress(raw, form, tmp_path)
+    truncate_to(path, 0.6)
+    with pytest.raises(ImageError, match="truncated") as caught:
+        check_image(path)
+    assert caught.value.code == "image_corrupt"
 
 
 @pytest.mark.parametrize("form", FORMATS)

@@ -95,6 +95,27 @@ def test_export_has_every_documented_field(ledger):
                                 "details": {"bytes": 4096}}]
 
 
+def test_the_export_command_reads_either_backend(ledger, ledger_target, capsys):
+    """`rpiboot-provision export --ledger PATH|URL`: the records with unit and station."""
+    import csv
+    import io
+    import json
+    from rpiboot.provision import cli
+    board_id = new_board(ledger, serial="=HYPERLINK(1)")
+    unit = ledger.next_unit(board_id)
+    ledger.finish_board(board_id, result="ok")
+    ledger.finish_board(new_board(ledger, serial="\t=1+1"), result="ok")
+    assert cli.main(["export", "--ledger", ledger_target]) == 0
+    record, _tab = json.loads(capsys.readouterr().out)
+    assert (record["serial"], record["unit"], record["station"], record["result"]) == \
+        ("=HYPERLINK(1)", unit, "station-a", "ok")
+    assert cli.main(["export", "--ledger", ledger_target, "--format", "csv"]) == 0
+    row, tab = list(csv.DictReader(io.StringIO(capsys.readouterr().out)))
+    assert (row["serial"], row["unit"], row["station"]) == ("'=HYPERLINK(1)", str(unit),
+                                                            "station-a")
+    assert tab["serial"] == "'\t=1+1"  # as the dashboard's CSV: no cell a spreadsheet runs
+
+
 def test_unverified_board_exports_verified_false(ledger):
     finished_board(ledger, result="write_failed")
     [record] = ledger.export()

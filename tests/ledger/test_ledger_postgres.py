@@ -100,3 +100,29 @@ def test_messages_never_show_the_password():
     assert redact("postgresql://line:s3cret@db.example:5432/ledger") == \
         "postgresql://line:***@db.example:5432/ledger"
     assert redact("postgresql://line@db/ledger") == "postgresql://line@db/ledger"
+
+
+def test_a_password_in_the_query_is_hidden_too():
+    assert redact("postgresql:///ledger?host=db&password=s3cret&user=line") == \
+        "postgresql:///ledger?host=db&password=***&user=line"
+
+
+def test_run_and_check_never_print_the_ledger_password(postgres_url, tmp_path, capsys,
+                                                       monkeypatch):
+    """The start line / start event and check's notes name the ledger without its password
+    (the test cluster trusts local connections, so any password is accepted)."""
+    monkeypatch.syspath_prepend(str(__import__("pathlib").Path(__file__).parents[1] /
+                                    "provision"))
+    from provision_support import make_boot_dirs, os_image, write_profile
+    from rpiboot.provision import cli
+    make_boot_dirs(tmp_path)
+    os_image(tmp_path / "os.img", 1 << 20)
+    profile = write_profile(tmp_path / "p.toml", '[boot]\ndirectory = "gadget"\n[os]\n'
+                                                 'image = "os.img"\n')
+    url = f"{postgres_url}&password=s3cret"
+    assert cli.main(["check", str(profile), "--ledger", url]) == 0
+    assert cli.main(["run", str(profile), "--json", "--timeout", "0.2", "--ledger", url]) == 4
+    assert cli.main(["run", str(profile), "--plain", "--timeout", "0.2", "--ledger", url]) == 4
+    printed = capsys.readouterr()
+    assert "password=***" in printed.out + printed.err
+    assert "s3cret" not in printed.out + printed.err

@@ -132,6 +132,16 @@ def test_bad_values_are_refused(field: str, value: object, message: str) -> None
     assert info.value.code == "customise_invalid"
 
 
+def test_a_timezone_typo_is_refused_with_the_name_it_meant() -> None:
+    """'Europe/Londn' passes the shape check; the board would silently stay on UTC."""
+    import zoneinfo
+    if "Europe/London" not in zoneinfo.available_timezones():
+        pytest.skip("this host has no tz database to check against")
+    with pytest.raises(CustomiseError, match="unknown timezone.*did you mean 'Europe/London'"):
+        full(timezone="Europe/Londn")
+    assert full(timezone="Etc/UTC").timezone == "Etc/UTC"
+
+
 def test_combinations_that_make_no_sense_are_refused() -> None:
     for overrides, message in [
             (dict(user=None), "need a user name"),

@@ -82,6 +82,23 @@ def test_four_boards_at_once_with_xz_share_one_decompression(line):
         assert steps == ["boot", "claim", "storage", "write", "verify", "record"]
 
 
+def test_write_progress_per_board_has_bytes_rate_and_eta(tmp_path):
+    make_boot_dirs(tmp_path)
+    image = os_image(tmp_path / "os.img", 9 * MiB)
+    pis = [board("2711", port, f"9r0g000{port}", tmp_path / f"p{port}.img", 16 * MiB)
+           for port in (1, 2)]
+    run = run_virtual(tmp_path, profile(tmp_path, "os.img"), pis)
+    assert_clean(run)
+    for port in ("1-1", "1-2"):
+        progress = [e for e in run.kinds("step_progress")
+                    if e["step"] == "write" and e["port"] == port]
+        assert progress, port
+        assert [e["bytes"] for e in progress] == sorted(e["bytes"] for e in progress)
+        last = progress[-1]
+        assert (last["bytes"], last["total"]) == (len(image), len(image))
+        assert last["rate"] > 0 and last["eta"] is not None and last["eta"] >= 0
+
+
 def test_eeprom_then_reentry_at_the_same_port_then_write(line):
     tmp, image = line
     recovery_before = {p.name: p.read_bytes() for p in (tmp / "recovery").iterdir()}
@@ -109,6 +126,39 @@ def test_eeprom_then_reentry_at_the_same_port_then_write(line):
     assert record["mac"] == "d8:3a:dd:10:20:30"
     assert record["otp"]["BOOT_ROM"] == "0000c8b0"
     assert pi.violations == []
+
+
+def test_eeprom_key_signs_the_boot_config_and_the_users_files_stay_untouched(line):
+    """[eeprom] key: the bootloader image carries bootconf.sig and the public key, as
+    update-pieeprom -k does; it is built in a private directory (the user's files unchanged)."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+    from rpiboot.provision.eeprom_image import build_recovery
+    from rpiboot.provision.profile import load_profile
+    tmp, _image = line
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    (tmp / "key.pem").write_bytes(key.private_bytes(serialization.Encoding.PEM,
+                                                    serialization.PrivateFormat.PKCS8,
+                                                    serialization.NoEncryption()))
+    before = {p: p.read_bytes() for p in tmp.rglob("*") if p.is_file()}
+    section = load_profile(profile(tmp, "os.img", '[eeprom]\nrecovery = "recovery"\n'
+                                                  'boot_conf = "boot.conf"\nkey = "key.pem"\n'
+                                   )).eeprom
+    build = build_recovery(section)
+    try:
+        assert build.signed and not build.directory.is_relative_to(tmp)
+        built = eeprom_image.EepromImage((build.directory / "pieeprom.bin").read_bytes())
+        assert built.get_file(eeprom_image.BOOTCONF_TXT) == (tmp / "boot.conf").read_bytes()
+        signature = built.get_file(eeprom_image.BOOTCONF_SIG)
+        assert hashlib.sha256((tmp / "boot.conf").read_bytes()).hexdigest() in \
+            signature.decode("ascii", "replace")
+        public = key.public_key().public_numbers()
+        assert public.n.to_bytes(256, "little") in built.get_file(eeprom_image.PUBKEY_BIN)
+    finally:
+        build.remove()
+    assert not build.directory.exists()
+    assert {p: p.read_bytes() for p in tmp.rglob("*") if p.is_file() and p.name != "p.toml"} \
+        == {p: d for p, d in before.items() if p.name != "p.toml"}
 
 
 def test_customisation_is_on_the_disk_read_back_with_mtools(tmp_path):
@@ -233,6 +283,50 @@ def test_board_vanishing_mid_write_fails_alone(line, monkeypatch):
         assert disk_bytes(tmp / name)[:len(image)] == image
     assert {r["serial"]: r["result"] for r in export(tmp)} == \
         {"van1": "ok", "van2": "device_gone", "van3": "ok"}
+
+
+def test_a_disk_that_stores_wrong_bytes_fails_verify_alone(line, monkeypatch):
+    """A disk that accepts the write but keeps different bytes: verify reads it back past the
+    page cache, the board fails with verify_mismatch and its record says not verified."""
+    tmp, image = line
+    pis = [board("2711", port, f"ver{port}", tmp / f"w{port}.img", 8 * MiB) for port in (1, 2)]
+    bad_file = os.path.realpath(tmp / "w2.img")
+    real_pwrite = os.pwrite
+
+    def pwrite(fd, data, offset):  # type: ignore[no-untyped-def]
+        if offset == 0 and os.path.realpath(f"/proc/self/fd/{fd}") == bad_file:
+            damaged = bytearray(data)
+            damaged[100] ^= 0xFF
+            return real_pwrite(fd, bytes(damaged), offset)
+        return real_pwrite(fd, data, offset)
+
+    monkeypatch.setattr(os, "pwrite", pwrite)
+    run = run_virtual(tmp, profile(tmp, "os.img"), pis)
+    assert_clean(run)
+    assert run.outcome.exit_code == ExitCode.BOARD_FAILED
+    assert [(e["port"], e["code"], e["step"]) for e in run.kinds("board_failed")] == \
+        [("1-2", "verify_mismatch", "verify")]
+    records = {r["serial"]: r for r in export(tmp)}
+    assert (records["ver2"]["result"], records["ver2"]["verified"]) == ("verify_mismatch", False)
+    assert (records["ver1"]["result"], records["ver1"]["verified"]) == ("ok", True)
+
+
+def test_two_boards_reporting_one_serial_on_one_station_are_not_both_written(line):
+    """The ledger's claim stops two stations; two ports of one station reporting the same
+    serial (a cloned or faulty board) must not both be provisioned either."""
+    tmp, image = line
+    pis = [board("2711", port, "c10ned01", tmp / f"c{port}.img", 8 * MiB) for port in (1, 2)]
+    run = run_virtual(tmp, profile(tmp, "os.img"), pis)
+    assert_clean(run)
+    assert run.outcome.exit_code == ExitCode.BOARD_FAILED
+    (failed,) = run.kinds("board_failed")
+    assert (failed["code"], failed["step"]) == ("claimed_elsewhere", "claim")
+    assert "same serial" in failed["message"]
+    written = [disk_bytes(tmp / f"c{port}.img")[:len(image)] == image for port in (1, 2)]
+    assert sorted(written) == [False, True]
+    loser = tmp / f"c{written.index(False) + 1}.img"
+    assert disk_bytes(loser) == bytes(8 * MiB)
+    assert sorted(r["result"] for r in export(tmp)) == ["claimed_elsewhere", "ok"]
 
 
 def test_unwritable_ledger_refuses_to_start(line, capsys):
@@ -383,16 +477,15 @@ def test_bmap_for_another_image_fails_the_boards_and_a_matching_one_writes(line)
 def test_a_hostile_serial_never_becomes_a_hostname(tmp_path):
     from customise_support import pi_disk
     make_boot_dirs(tmp_path)
-    disk = pi_disk(tmp_path, name="os.img")
+    pi_disk(tmp_path, name="os.img")
     extra = '[customise]\nhostname = "cm4-{serial}"\ninit = "cloud-init"\n'
     pi = board("2711", 1, "x\ny;rm -rf /", tmp_path / "h.img", 64 * MiB)
     run = run_virtual(tmp_path, profile(tmp_path, "os.img", extra), [pi])
     assert_clean(run)
     (failed,) = run.kinds("board_failed")
-    assert failed["step"] == "customise" and failed["code"].startswith("customise")
-    listing = subprocess.run(["mdir", "-b", "-i", f"{tmp_path / 'h.img'}@@{disk.offset}", "::"],
-                             capture_output=True, text=True).stdout
-    assert "user-data" not in listing  # nothing of it was written
+    # Refused as soon as the serial is known, before the disk is written (not after a write).
+    assert (failed["step"], failed["code"]) == ("claim", "customise_invalid")
+    assert disk_bytes(tmp_path / "h.img") == bytes(64 * MiB)
     assert export(tmp_path)[0]["serial"] == "x\ny;rm -rf /"  # recorded as the board sent it
 
 
@@ -527,3 +620,48 @@ def test_a_stale_listing_of_the_recovery_stage_is_not_the_board_coming_back(line
     assert run.outcome.exit_code == ExitCode.OK, run.outcome.boards[0].message
     assert len(run.kinds("board_arrived")) == 1 and pi.violations == []
     assert disk_bytes(tmp / "lag.img")[:len(image)] == image
+
+
+def test_ledger_failing_after_the_ok_record_does_not_turn_the_board_into_a_failure(
+        line, monkeypatch):
+    """The board's "ok" is committed by finish_board; if the row for the "record" step then
+    fails (connection lost at that moment), the outcome must agree with the ledger: ok."""
+    from rpiboot.provision.ledger import LedgerError
+    from rpiboot.provision.ledger.base import Ledger
+    tmp, image = line
+    real = Ledger.record_step
+    failed = []
+
+    def record_step(self, board_id, step, **kwargs):  # type: ignore[no-untyped-def]
+        if step == "record" and not failed:
+            failed.append(step)
+            raise LedgerError("connection lost")
+        return real(self, board_id, step, **kwargs)
+
+    monkeypatch.setattr(Ledger, "record_step", record_step)
+    run = run_virtual(tmp, profile(tmp, "os.img"),
+                      [board("2711", 1, "rec00001", tmp / "r1.img", 8 * MiB)])
+    assert_clean(run)
+    assert failed
+    assert run.kinds("board_failed") == []
+    assert run.outcome.exit_code == 0
+    [record] = export(tmp)
+    assert record["result"] == "ok"
+    assert [s["step"] for s in record["steps"]][-1] == "record"  # retried once reconnected
+
+
+def test_a_write_cut_short_by_a_corrupt_image_records_the_bytes_it_did_write(tmp_path):
+    """gzip's CRC is checked at the end: whole chunks reach the disk before the damage shows.
+    The failure record must say the disk was changed, not "0 bytes written"."""
+    make_boot_dirs(tmp_path)
+    image = os_image(tmp_path / "os.img", 9 * MiB)  # three 4 MiB chunks
+    packed = compress(tmp_path / "os.img", "gz")
+    corrupt(packed, "crc")
+    run = run_virtual(tmp_path, profile(tmp_path, packed.name),
+                      [board("2711", 1, "part0001", tmp_path / "d1.img", 16 * MiB)])
+    assert_clean(run)
+    [record] = export(tmp_path)
+    assert record["result"] == "image_corrupt" and record["verified"] is False
+    on_disk = disk_bytes(tmp_path / "d1.img")
+    assert record["bytes_written"] >= 4 * MiB
+    assert on_disk[:record["bytes_written"]] == image[:record["bytes_written"]]

@@ -160,9 +160,29 @@ def test_example_profile_is_valid(tmp_path, monkeypatch, capsys):
     os_image(tmp_path / "2025-11-24-raspios-trixie-arm64-lite.img.xz", 4096)
     gadget, _recovery = make_boot_dirs(tmp_path)
     monkeypatch.setattr(preflight, "find_default_directory", lambda _target: gadget)
+    mbr = bytearray(8192)  # one FAT32 (LBA) partition, as Raspberry Pi OS images start
+    mbr[446 + 4], mbr[446 + 8:446 + 16] = 0x0C, (8192).to_bytes(4, "little") * 2
+    mbr[510:512] = b"\x55\xaa"
     (tmp_path / "2025-11-24-raspios-trixie-arm64-lite.img.xz").write_bytes(
-        __import__("lzma").compress(b"\0" * 8192))
+        __import__("lzma").compress(bytes(mbr)))
     assert cli.main(["check", str(tmp_path / "cm4-line.toml")]) == 0, capsys.readouterr().err
+
+
+@pytest.mark.parametrize("head, problem", [
+    (b"\0" * 8192, "no partition table"),
+    (bytes(446) + bytes([0, 0, 0, 0, 0x83, 0, 0, 0]) + (2048).to_bytes(4, "little") * 2
+     + bytes(48) + b"\x55\xaa" + bytes(7680), "partition types: 0x83")])
+def test_check_refuses_an_image_without_a_boot_partition_to_customise(line, capsys, head,
+                                                                       problem):
+    """Without this, every board would be written in full and then fail at customise."""
+    (line / "plain.img").write_bytes(head)
+    profile = write_profile(line / "p.toml", '[boot]\ndirectory = "gadget"\n[os]\nimage = '
+                                             '"plain.img"\n[customise]\nhostname = "x"\n')
+    assert cli.main(["check", str(profile)]) == ExitCode.PROFILE
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and problem in err
+    (line / "p2.toml").write_text('[boot]\ndirectory = "gadget"\n[os]\nimage = "plain.img"\n')
+    assert cli.main(["check", str(line / "p2.toml")]) == 0  # nothing to customise: fine
 
 
 def test_demo_provisions_virtual_boards_end_to_end(tmp_path, capsys):
@@ -215,3 +235,54 @@ def test_sigterm_marks_the_boards_in_progress_interrupted(tmp_path):
     finally:
         ledger.close()
     assert results and set(results) == {"interrupted"}
+
+
+def test_export_of_a_missing_ledger_file_is_an_error_not_an_empty_ledger(tmp_path, capsys):
+    missing = tmp_path / "no-such-dir" / "typo.sqlite"
+    assert cli.main(["export", "--ledger", str(missing)]) == ExitCode.LEDGER
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "no ledger at" in err
+    assert not missing.parent.exists()  # nothing created by a read
+
+
+@pytest.mark.parametrize("kind", ["file", "non-empty directory"])
+def test_demo_keep_refuses_a_path_that_holds_something(tmp_path, capsys, kind):
+    """Running the demo twice with the same --keep was a traceback-free internal error
+    (FileExistsError, status 1); it is a usage error that leaves the files alone."""
+    keep = tmp_path / "kept"
+    if kind == "file":
+        keep.write_text("mine")
+    else:
+        keep.mkdir()
+        (keep / "notes.txt").write_text("mine")
+    with pytest.raises(SystemExit) as caught:
+        cli.main(["demo", "--boards", "1", "--plain", "--keep", str(keep)])
+    assert caught.value.code == ExitCode.USAGE
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "not an empty directory" in err
+    assert (keep.read_text() if kind == "file" else (keep / "notes.txt").read_text()) == "mine"
+    assert kind == "file" or sorted(p.name for p in keep.iterdir()) == ["notes.txt"]
+
+
+def test_run_json_reports_a_profile_error_as_an_error_event(line, capsys):
+    """As rpiboot --json: a run that cannot start still says why on stdout, as an event."""
+    profile = write_profile(line / "p.toml", '[boot]\ndirectory = "gadget"\n[os]\nimgae = '
+                                             '"os.img"\n')
+    assert cli.main(["run", str(profile), "--json", "--ledger", str(line / "l.sqlite")]) == \
+        ExitCode.PROFILE
+    events = [json.loads(text) for text in capsys.readouterr().out.splitlines()]
+    assert [(e["event"], e["code"], e["exit_code"]) for e in events] == \
+        [("error", "profile_invalid", 3)]
+    assert validate(events[0]) == [] and "imgae" in events[0]["message"]
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["run", "p.toml", "--count", "x"], "--count: expected a whole number, not 'x'"),
+    (["run", "p.toml", "--gather", "soon"], "--gather: expected a number, not 'soon'"),
+    (["demo", "--boards", "1.5"], "--boards: expected a whole number, not '1.5'")])
+def test_a_value_that_is_not_a_number_is_a_plain_usage_error(argv, message, capsys):
+    with pytest.raises(SystemExit) as caught:
+        cli.main(argv)
+    assert caught.value.code == ExitCode.USAGE
+    err = capsys.readouterr().err
+    assert message in err and "_positive" not in err and err.count("\n") == 1

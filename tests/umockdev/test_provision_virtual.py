@@ -104,3 +104,56 @@ def test_eeprom_reentry_write_and_customise(umockdev_tools: tuple[str, str],
     (pi,) = report["pis"]
     assert pi["violations"] == []
     assert pi["roles"]["eeprom_sha256"] == record["eeprom_sha256"], pi["roles"]
+
+
+def _run_behind_umockdev(tmp_path: Path, profile: Path, pis: list[dict], count: int,
+                         ledger: Path) -> tuple[subprocess.CompletedProcess, dict]:
+    (tmp_path / "scenario.json").write_text(json.dumps({"pis": pis}))
+    command = [sys.executable, "-m", "rpiboot.simulator.umockdev_cli", "--scenario",
+               str(tmp_path / "scenario.json"), "--report", str(tmp_path / "report.json"),
+               "--command-timeout", "90", "--", *provision_command(), "run", str(profile),
+               "--count", str(count), "--json", "--ledger", str(ledger), "--timeout", "60",
+               "--gather", "0.5", "--libusb", "system"]
+    env = {key: value for key, value in os.environ.items() if key != "RPIBOOT_LIBUSB"}
+    done = subprocess.run(command, capture_output=True, text=True, timeout=150, env=env)
+    return done, json.loads((tmp_path / "report.json").read_text())
+
+
+def test_bad_input_through_the_installed_command(umockdev_tools: tuple[str, str],
+                                                 tmp_path: Path, boot_dir: Path) -> None:
+    """Issue 9's bad inputs end to end with real libusb: a disk smaller than the image fails
+    that board only (its disk untouched), a truncated image and a profile typo stop the run
+    before any board is touched; every one a one-line error and its documented status."""
+    image = b"".join(blob(f"os-{n}", 64 * 1024) + bytes(64 * 1024) for n in range(24))
+    (tmp_path / "os.img.xz").write_bytes(lzma.compress(image, preset=1))
+    profile = tmp_path / "line.toml"
+    profile.write_text(f'[boot]\ndirectory = "{boot_dir}"\n[os]\nimage = "os.img.xz"\n')
+    small, big = tmp_path / "small.img", tmp_path / "big.img"
+    pis = [{"chip": "2711", "port": "1-1", "serial": "5ma11001",
+            "disks": [{"size": "2M", "file": str(small)}]},
+           {"chip": "2712", "port": "1-2", "serial": "b1900002",
+            "disks": [{"size": "8M", "file": str(big)}]}]
+    ledger = tmp_path / "ledger.sqlite"
+    done, _report = _run_behind_umockdev(tmp_path, profile, pis, 2, ledger)
+    assert done.returncode == 5, done.stdout + done.stderr
+    events = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
+    assert [problem for e in events for problem in validate(e)] == []
+    assert [(e["port"], e["code"]) for e in events if e["event"] == "board_failed"] == \
+        [("1-1", "image_too_large")]
+    assert small.read_bytes() == bytes(2 * MiB)
+    assert big.read_bytes()[:len(image)] == image
+
+    for name, text, status in [
+            ("typo.toml", f'[boot]\ndirectory = "{boot_dir}"\n[os]\nimgae = "os.img.xz"\n', 3),
+            ("cut.toml", f'[boot]\ndirectory = "{boot_dir}"\n[os]\nimage = "cut.img.xz"\n', 3)]:
+        packed = (tmp_path / "os.img.xz").read_bytes()
+        (tmp_path / "cut.img.xz").write_bytes(packed[:len(packed) // 2])
+        (tmp_path / name).write_text(text)
+        small.write_bytes(bytes(2 * MiB))
+        big.write_bytes(bytes(8 * MiB))
+        done, report = _run_behind_umockdev(tmp_path, tmp_path / name, pis, 2, ledger)
+        assert done.returncode == status, done.stdout + done.stderr
+        errors = [e for e in map(json.loads, done.stdout.splitlines()) if e["event"] == "error"]
+        assert len(errors) == 1 and errors[0]["exit_code"] == status, done.stdout
+        assert all(pi["received"] == [] for pi in report["pis"]), report
+        assert small.read_bytes() == bytes(2 * MiB) and big.read_bytes() == bytes(8 * MiB)

@@ -166,7 +166,17 @@ class BoardWorker:
 
     def _log_step(self, record: StepRecord) -> None:
         self.board.steps.append(record)
-        self.context.book.flush_steps(self.board)
+        try:
+            self.context.book.flush_steps(self.board)
+        except ProvisionError:
+            if self.board.result != "ok":
+                raise
+            # The board's "ok" is already committed: a lost step row must not turn it into a
+            # failure the ledger contradicts. One retry (the ledger reconnects), then let it go.
+            try:
+                self.context.book.flush_steps(self.board)
+            except ProvisionError:
+                pass
 
     # --- steps --------------------------------------------------------------------------------
 
@@ -230,7 +240,13 @@ class BoardWorker:
             self._step("claim", self._claim)
 
     def _claim(self) -> dict[str, Any]:
-        return self.context.book.claim(self.board)
+        details = self.context.book.claim(self.board)
+        if self.context.profile.customise:
+            # This board's values ({serial}, {mac}, {unit}, {pool.*}) are known now: a value the
+            # settings refuse fails the board before a byte of its disk is written.
+            from .first_boot_settings import validate_settings
+            validate_settings(self.context.book.settings_for(self.board))
+        return details
 
     def _storage(self) -> dict[str, Any]:
         from .block_device import check_safe_to_write, select_disk
@@ -270,7 +286,11 @@ class BoardWorker:
 
     def _write(self) -> dict[str, Any]:
         board = self.board
-        result, batch = self.context.writer.write(self)
+        try:
+            result, batch = self.context.writer.write(self)
+        except ProvisionError as error:
+            self._record_partial_write(getattr(error, "bytes_written", 0))
+            raise
         board.bytes_written = result.bytes_written
         board.image_sha256 = result.image_sha256
         board.write_ranges = list(result.ranges)
@@ -278,6 +298,15 @@ class BoardWorker:
                                  bytes_written=result.bytes_written)
         return {"bytes_written": result.bytes_written, "image_sha256": result.image_sha256,
                 **batch}
+
+    def _record_partial_write(self, written: int) -> None:
+        """A failed write that had changed the disk says so in the record (not 0 bytes)."""
+        if written:
+            self.board.bytes_written = written
+            try:
+                self.context.book.update(self.board, bytes_written=written)
+            except ProvisionError:
+                pass  # the write's own failure is the one to report
 
     def progress(self, step: str, started: float) -> Callable[[int, int | None], None]:
         """A progress callback emitting ``step_progress`` at most every 0.25 s."""

@@ -46,6 +46,9 @@ class LedgerBook:
         self.eeprom = eeprom
         self._lock = threading.Lock()
         self.open_boards: set[int] = set()
+        self._serials_here: dict[str, str] = {}
+        """Serial -> port of this run's boards in progress: the ledger's claim is per station,
+        so two boards of one station reporting the same serial are told apart here."""
 
     def _call(self, what: str, method: str, *args: Any, **kwargs: Any) -> Any:
         from .ledger import LedgerError
@@ -62,8 +65,14 @@ class LedgerBook:
     def claim(self, board: "Board") -> dict[str, Any]:
         """Begin the board's record and claim its serial; raises AlreadyDone for a board
         provisioned before with this profile (without --reprovision)."""
-        from .ledger import AlreadyProvisionedError
+        from .ledger import AlreadyProvisionedError, ClaimedElsewhereError
         profile = self.profile
+        with self._lock:
+            other = self._serials_here.setdefault(board.serial or "", board.port)
+        if other != board.port:
+            raise ClaimedElsewhereError(
+                f"board {ascii(board.serial)} is already being provisioned at port {other} of "
+                "this station (two boards report the same serial)")
         try:
             self._call("claim", "claim", board.serial, profile.profile_id,
                        reprovision=self.reprovision)
@@ -128,6 +137,9 @@ class LedgerBook:
     def finish(self, board: "Board", *, result: str, error: str | None = None) -> None:
         """The board's final record, in one transaction. A board that failed before its serial
         was known still gets a record (serial unknown)."""
+        with self._lock:
+            if self._serials_here.get(board.serial or "") == board.port:
+                del self._serials_here[board.serial or ""]
         try:
             if board.board_id is None:
                 self._begin(board)

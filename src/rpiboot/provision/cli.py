@@ -62,8 +62,9 @@ def build_parser() -> argparse.ArgumentParser:
     demo = commands.add_parser("demo", help="provision virtual boards end to end (no hardware)")
     demo.add_argument("--boards", type=_positive_int, default=4, metavar="N",
                       help="how many virtual boards (default 4)")
-    demo.add_argument("--keep", type=Path, metavar="DIR",
-                      help="work in DIR and keep the image, disks, profile and ledger")
+    demo.add_argument("--keep", type=_new_directory, metavar="DIR",
+                      help="work in DIR (new or empty) and keep the image, disks, profile and "
+                           "ledger")
     demo_output = demo.add_mutually_exclusive_group()
     demo_output.add_argument("--json", action="store_true", help="JSON events, one per line")
     demo_output.add_argument("--plain", action="store_true", help="plain lines")
@@ -114,15 +115,31 @@ def _add_run_options(run: argparse.ArgumentParser) -> None:
                           "non-loopback address)")
 
 
+def _number(text: str, kind: type) -> Any:
+    try:
+        return kind(text)
+    except ValueError:
+        what = "a whole number" if kind is int else "a number"
+        raise argparse.ArgumentTypeError(f"expected {what}, not {text!r}") from None
+
+
 def _positive_int(text: str) -> int:
-    value = int(text)
+    value = _number(text, int)
     if value < 1:
         raise argparse.ArgumentTypeError("must be at least 1")
     return value
 
 
+def _new_directory(text: str) -> Path:
+    path = Path(text)
+    if path.exists() and not (path.is_dir() and not any(path.iterdir())):
+        raise argparse.ArgumentTypeError(f"{text} exists and is not an empty directory "
+                                         "(the demo would overwrite what is there)")
+    return path
+
+
 def _positive_float(text: str) -> float:
-    value = float(text)
+    value = _number(text, float)
     if not value > 0:
         raise argparse.ArgumentTypeError("must be more than 0")
     return value
@@ -135,7 +152,7 @@ def _station(text: str) -> str:
 
 
 def _non_negative_float(text: str) -> float:
-    value = float(text)
+    value = _number(text, float)
     if not value >= 0:
         raise argparse.ArgumentTypeError("must be 0 or more")
     return value
@@ -144,7 +161,7 @@ def _non_negative_float(text: str) -> float:
 # --- commands ---------------------------------------------------------------------------------
 
 def _check(args: argparse.Namespace) -> int:
-    from .preflight import preflight
+    from .preflight import ledger_target_text, preflight
     from .profile import load_profile
     profile = load_profile(args.profile)
     checked = preflight(profile)
@@ -152,7 +169,7 @@ def _check(args: argparse.Namespace) -> int:
     if target is not None:
         from .ledger import open_ledger
         open_ledger(target).close()
-        checked.notes.append(f"ledger {target}: writable")
+        checked.notes.append(f"ledger {ledger_target_text(target)}: writable")
     if args.json:
         print(json.dumps({"ok": True, "profile": str(args.profile),
                           "profile_id": checked.profile.profile_id,
@@ -168,15 +185,20 @@ def _check(args: argparse.Namespace) -> int:
 def _run(args: argparse.Namespace) -> int:
     from .api import provision
     from .profile import load_profile
-    if args.web_token is not None and args.web is None:
-        from .web.server import WebError
-        raise WebError("--web-token needs --web")
-    profile = load_profile(args.profile)
+    try:
+        if args.web_token is not None and args.web is None:
+            from .web.server import WebError
+            raise WebError("--web-token needs --web")
+        profile = load_profile(args.profile)
+        dashboard = _start_dashboard(args, profile) if args.web else None
+    except (ProvisionError, RpibootError) as error:
+        if not args.json:
+            raise
+        return _report_error(JsonReporter(), error)  # as rpiboot --json: the error event too
     options = RunOptions(count=args.count, loop=args.loop, timeout=args.timeout,
                          port_number=args.port_number, port_path=args.port_path,
                          serial=args.serial, reprovision=args.reprovision,
                          station=args.station or "", gather=args.gather)
-    dashboard = _start_dashboard(args, profile) if args.web else None
     reporter = _reporter(args)
     if dashboard is not None:
         reporter = _tee(reporter, dashboard.state)
@@ -263,7 +285,11 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def _export(args: argparse.Namespace) -> int:
-    from .ledger import open_ledger
+    from .ledger import LedgerError, default_ledger_path, is_url, open_ledger
+    if not is_url(args.ledger):
+        path = Path(args.ledger).expanduser() if args.ledger else default_ledger_path()
+        if not path.exists():  # a mistyped path must not read as an empty ledger
+            raise LedgerError(f"no ledger at {path}")
     ledger = open_ledger(args.ledger)
     try:
         records = ledger.export()
@@ -290,7 +316,7 @@ def _write_csv(records: list[dict[str, Any]]) -> None:
 def _csv_value(value: Any) -> Any:
     if isinstance(value, (dict, list)):
         return json.dumps(value, sort_keys=True)
-    if isinstance(value, str) and value[:1] in ("=", "+", "-", "@"):
+    if isinstance(value, str) and value[:1] in ("=", "+", "-", "@", "\t", "\r"):  # as web/app
         return "'" + value  # a spreadsheet must not run a device-supplied formula
     return value
 

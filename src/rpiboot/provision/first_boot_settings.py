@@ -10,8 +10,11 @@ are expanded by the pipeline before a :class:`Settings` is built.
 from __future__ import annotations
 
 import dataclasses
+import difflib
+import functools
 import re
 import unicodedata
+import zoneinfo
 from dataclasses import dataclass, field
 
 from .errors import ProvisionError
@@ -95,7 +98,27 @@ def validate_settings(settings: Settings) -> Settings:
     _check(s.keyboard_layout, _KEYMAP, "keyboard layout", "an XKB layout name such as 'gb' or 'us'")
     _check(s.locale, _LOCALE, "locale", "a locale name such as 'en_GB.UTF-8'")
     _check(s.timezone, _TIMEZONE, "timezone", "a tz database name such as 'Europe/London'")
+    _check_timezone_known(s.timezone)
     return s
+
+
+def _check_timezone_known(timezone: str | None) -> None:
+    """A typo such as 'Europe/Londn' would leave every board on UTC without a word; the host's
+    tz database (when it has one) is the board's in all but the newest zones."""
+    known = _known_timezones()
+    if timezone is None or not known or timezone in known:
+        return
+    close = difflib.get_close_matches(timezone, known, n=1)
+    hint = f"; did you mean {close[0]!r}?" if close else ""
+    raise invalid(f"unknown timezone {_show(timezone)} (not in the tz database){hint}")
+
+
+@functools.lru_cache(maxsize=1)
+def _known_timezones() -> frozenset[str]:
+    try:
+        return frozenset(zoneinfo.available_timezones())
+    except Exception:  # noqa: BLE001 - no usable tz database on this host: nothing to check
+        return frozenset()
 
 
 def _check_types(s: Settings) -> None:

@@ -42,6 +42,7 @@ _MAGIC = (
     (b"PK\x05\x06", "zip"),
 )
 FORMATS = ("raw", "xz", "gz", "bz2", "zst", "zip")
+_COMPRESSED_SUFFIXES = {".xz": "xz", ".gz": "gz", ".bz2": "bz2", ".zst": "zst", ".zip": "zip"}
 
 
 class ImageError(ProvisionError):
@@ -96,6 +97,11 @@ def _inspect(path: Path) -> ImageInfo:
             if file_size == 0:
                 raise ImageError(f"{path.name}: the image file is empty")
             form = detect_format(handle.read(8))
+            named = _COMPRESSED_SUFFIXES.get(path.suffix.lower())
+            if named is not None and form == "raw":
+                # e.g. an HTML error page saved as .img.xz: never write it to a board as raw
+                raise ImageError(f"{path.name}: named .{named} but is not {named} data "
+                                 "(a failed or truncated download?)")
             if form == "zip":
                 member = _zip_member(handle, path)
                 return ImageInfo(path, form, member.file_size, member.filename)
@@ -104,6 +110,9 @@ def _inspect(path: Path) -> ImageInfo:
                 size = file_size
             elif form == "xz":
                 size = _xz_size(handle, file_size)
+                if size is None:  # every complete xz file ends in an index and a footer
+                    raise ImageError(f"{path.name}: corrupt xz data (truncated or damaged: no "
+                                     "valid index at the end of the file)")
             elif form == "zst":
                 size = _zstd_size(handle, file_size, path)
             return ImageInfo(path, form, size)
@@ -305,7 +314,7 @@ def _zip_pieces(handle: BinaryIO, path: Path, limit: int) -> Iterator[bytes]:
 
 def _xz_size(handle: BinaryIO, file_size: int) -> int | None:
     """Sum of the uncompressed sizes in the index of every stream, walking back from the end;
-    None when the file's tail is not a well-formed xz footer (decompression will say why)."""
+    None when the file's tail is not a well-formed xz footer and index (a damaged file)."""
     position, total = file_size, 0
     while position > 0:
         while position >= 4 and _read_at(handle, position - 4, 4) == b"\0\0\0\0":

@@ -64,6 +64,8 @@ def preflight(profile: Profile, *, keep_eeprom: bool = False) -> Preflight:
     notes = _check_boot_directories(profile)
     _check_templates(profile)
     image = check_image(profile.os.image)
+    if profile.customise:
+        _check_boot_partition_table(image)
     bmap = None
     if profile.os.bmap is not None:
         bmap = load_bmap(profile.os.bmap)
@@ -73,6 +75,31 @@ def preflight(profile: Profile, *, keep_eeprom: bool = False) -> Preflight:
     if not keep_eeprom:
         result.close()
     return result
+
+
+def _check_boot_partition_table(image: Any) -> None:
+    """[customise] writes into the image's FAT boot partition: an image whose first sector is
+    no partition table (or FAT volume) has none, and would fail every board after its write."""
+    from .customise import _looks_like_fat
+    from .first_boot_settings import CustomiseError
+    from .image_source import ImageSource
+    from .partitions import MBR_FAT_TYPES, SECTOR, _mbr_entries
+    stream = ImageSource(image, 1 << 16).chunks()
+    try:
+        first = next(stream, b"")[:SECTOR]
+    finally:
+        stream.close()
+    name = image.path.name
+    if len(first) < SECTOR or first[510:512] != b"\x55\xaa":
+        raise CustomiseError(f"[customise]: {name} starts with no partition table and no FAT "
+                             "volume, so it has no boot partition for the first-boot settings",
+                             "customise_invalid")
+    kinds = [kind for kind, _first, count in _mbr_entries(first) if kind and count]
+    if _looks_like_fat(first) or 0xEE in kinds or any(k in MBR_FAT_TYPES for k in kinds):
+        return
+    shown = ", ".join(f"0x{kind:02x}" for kind in kinds) or "none"
+    raise CustomiseError(f"[customise]: {name} has no FAT boot partition (MBR partition types: "
+                         f"{shown})", "customise_invalid")
 
 
 def _check_boot_directories(profile: Profile) -> list[str]:
@@ -121,4 +148,9 @@ def _check_templates(profile: Profile) -> None:
 
 
 def ledger_target_text(target: str | Path | None) -> str:
-    return "default" if target is None else str(target)
+    """The ledger as printed and in the start event: never with its password."""
+    from .ledger import is_url
+    from .ledger.postgres import redact
+    if target is None:
+        return "default"
+    return redact(str(target)) if is_url(target) else str(target)

@@ -83,14 +83,18 @@ def write_image(chunks: Iterable[bytes], fd: int, *, disk_size: int, image_size:
     digest = hashlib.sha256() if hash_image else None
     started = time.monotonic()
     offset = 0
-    for chunk in exact_chunks(chunks, block_size):
-        if digest is not None:
-            digest.update(chunk)
-        for start, piece in plan.pieces(memoryview(chunk), offset):
-            writer.write(piece, start)
-        offset += len(chunk)
-    plan.finish(offset)
-    writer.flush()
+    try:
+        for chunk in exact_chunks(chunks, block_size):
+            if digest is not None:
+                digest.update(chunk)
+            for start, piece in plan.pieces(memoryview(chunk), offset):
+                writer.write(piece, start)
+            offset += len(chunk)
+        plan.finish(offset)
+        writer.flush()
+    except ProvisionError as error:
+        error.bytes_written = writer.written  # type: ignore[attr-defined]  # the disk changed
+        raise
     return WriteResult(bytes_written=writer.written, image_size=offset,
                        image_sha256=digest.hexdigest() if digest is not None else None,
                        ranges=writer.ranges, seconds=time.monotonic() - started)

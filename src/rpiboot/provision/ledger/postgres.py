@@ -22,13 +22,15 @@ MIGRATION_LOCK = 0x727069626F6F744C
 
 
 def redact(url: str) -> str:
-    """The URL without its password, for messages."""
+    """The URL without its password (in the user part or a ``password=`` parameter), for
+    messages."""
     parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.rsplit("@", 1)[1]
-    user = parts.username or ""
-    return urlunsplit(parts._replace(netloc=f"{user}:***@{netloc}"))
+    if parts.password is not None:
+        netloc = parts.netloc.rsplit("@", 1)[1]
+        url = urlunsplit(parts._replace(netloc=f"{parts.username or ''}:***@{netloc}"))
+    base, mark, query = url.partition("?")
+    return base + mark + "&".join("password=***" if item.lower().startswith("password=")
+                                  else item for item in query.split("&")) if mark else url
 
 
 class PostgresBackend:
