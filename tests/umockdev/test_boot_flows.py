@@ -118,8 +118,8 @@ def test_several_boards_at_once(run_virtual: Runner, boot_dir: Path,
 def test_same_port_replugged_in_loop_mode(run_virtual: Runner, boot_dir: Path,
                                           request: pytest.FixtureRequest, libusb: str) -> None:
     run = run_virtual([{"chip": "2711", "port": "1-3", "serial": "first001"},
-                       {"chip": "2711", "port": "1-3", "serial": "second02", "arrive": 0.8}],
-                      "-d", str(boot_dir), "-l", "--timeout", "1.5")
+                       {"chip": "2711", "port": "1-3", "serial": "second02", "arrive": 1.5}],
+                      "-d", str(boot_dir), "-l", "--timeout", "2.5")
     assert run.returncode == 0, run.describe()
     assert all(pi["finished"] and not pi["violations"] for pi in run.pis), run.describe()
     devnums = [e["devnum"] for e in run.report["bridge"]["enumerations"]]
