@@ -19,6 +19,7 @@ if [ ${#missing[@]} -gt 0 ] && command -v apt-get >/dev/null; then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
 
-PYTHON="${PYTHON:-python3}"
-"$PYTHON" -m pip install -q --disable-pip-version-check -e '.[test]'
-exec "$PYTHON" -m pytest -q "$@"
+# The project and its test dependencies go into a virtual environment (scripts/venv.sh: .venv, or
+# the active one), never into the system's Python (PEP 668 on Debian / Raspberry Pi OS).
+PY=$(bash scripts/venv.sh test)
+exec "$PY" -m pytest -q "$@"

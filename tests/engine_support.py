@@ -1,8 +1,10 @@
 """Shared helpers for the boot-engine tests: boot directories, fast options, running the engine
 against virtual Raspberry Pis on an in-process bus, and checking what each board received.
 
-Fixtures from ``shared/`` (the sibling of the repository checkout) are optional: tests that need
-them skip with a reason when the directory is absent.
+Fixtures from ``shared/fixtures`` (beside the repository checkout) or from the directory
+``RPIBOOT_FIXTURES`` names (the one holding ``upstream/`` and ``golden/``; ``python3
+scripts/fetch_fixtures.py DIR`` fetches the pinned upstream files) are optional: tests that need
+them skip with a reason when they are absent.
 """
 
 from __future__ import annotations
@@ -28,7 +30,8 @@ from rpiboot.simulator.in_process import VirtualBus
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED = REPO_ROOT.parent / "shared"
-UPSTREAM_USBBOOT = SHARED / "fixtures" / "upstream" / "usbboot"
+FIXTURES = Path(os.environ.get("RPIBOOT_FIXTURES") or SHARED / "fixtures")
+UPSTREAM_USBBOOT = FIXTURES / "upstream" / "usbboot"
 
 CHIPS = ("2835", "2837", "2711", "2712")
 SECOND_STAGE = {"2835": "bootcode.bin", "2837": "bootcode.bin", "2711": "bootcode4.bin",
@@ -37,10 +40,12 @@ PREFIX = {"2835": "2710", "2837": "2710", "2711": "2711", "2712": "2712"}
 
 
 def shared_path(*parts: str) -> Path:
-    """A path under shared/, or skip the test when it is absent."""
-    path = SHARED.joinpath(*parts)
+    """A path under shared/ (``fixtures/...`` under RPIBOOT_FIXTURES when set), or skip the test
+    when it is absent."""
+    path = FIXTURES.joinpath(*parts[1:]) if parts[:1] == ("fixtures",) else SHARED.joinpath(*parts)
     if not path.exists():
-        pytest.skip(f"shared fixture not available: {path}")
+        pytest.skip(f"shared fixture not available: {path} (see scripts/fetch_fixtures.py or set "
+                    f"RPIBOOT_FIXTURES)")
     return path
 
 
@@ -167,6 +172,7 @@ def no_default_dirs(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Path:
     prefix.mkdir()
     cwd.mkdir()
     monkeypatch.setattr(file_source, "INSTALL_PREFIXES", (prefix,))
+    monkeypatch.setenv("RPIBOOT_DATA_DIR", str(tmp_path / "data"))
     monkeypatch.chdir(cwd)
     return tmp_path
 

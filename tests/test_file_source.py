@@ -216,8 +216,10 @@ def test_check_boot_directory(tmp_path: Path) -> None:
 def test_default_directory_candidates() -> None:
     assert default_directory_candidates(BCM2711)[-1] == Path("mass-storage-gadget64")
     assert default_directory_candidates(BCM2835)[-1] == Path("msd")
-    assert all(path.parts[-3:-1] == ("share", "rpiboot")
-               for path in default_directory_candidates(BCM2712)[:-1])
+    from rpiboot.boot_files import user_data_dir
+    candidates = default_directory_candidates(BCM2712)
+    assert candidates[0] == user_data_dir() / "mass-storage-gadget64"  # rpiboot --fetch-boot-files
+    assert all(path.parts[-3:-1] == ("share", "rpiboot") for path in candidates[1:-1])
 
 
 def test_file_shrinking_while_served_is_an_error(tmp_path: Path) -> None:

@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from rpiboot.errors import BootDirectoryError
 from rpiboot.simulator import RomStage, ServerStage, VirtualPi, typical_pi
 from rpiboot.simulator.script import (READ_FILE, GET_FILE_SIZE, Request, done, done_command,
                                       empty_done, load)
@@ -214,7 +215,17 @@ def test_default_directory_install_prefix_before_current_directory(no_default_di
     assert pi.second_stage() == content("installed bootcode5")
 
 
-def test_default_directory_missing_is_exit_3(no_default_dirs: Path) -> None:
+def test_no_default_directory_installed_fails_at_start(no_default_dirs: Path) -> None:
+    pi = typical_pi("2711", (1,), files=())
+    with pytest.raises(BootDirectoryError) as caught:
+        run_boot([pi], fast_options(None))
+    assert caught.value.exit_code == 3
+    assert "rpiboot --fetch-boot-files" in str(caught.value)
+    assert pi.received == []
+
+
+def test_default_directory_missing_for_the_chip_found_is_exit_3(no_default_dirs: Path) -> None:
+    write(no_default_dirs / "cwd" / "msd" / "bootcode.bin", content("msd bootcode"))
     pi = typical_pi("2711", (1,), files=())
     run = run_boot([pi], fast_options(None))
     assert run.exit_code == 3

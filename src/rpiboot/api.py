@@ -28,7 +28,7 @@ from pathlib import Path
 from . import __version__
 from .errors import BootDirectoryError, UsbUnavailableError
 from .events import Event, EventSink, event
-from .file_source import check_boot_directory
+from .file_source import check_boot_directory, check_default_directories
 from .manager import DeviceManager, RunResult
 from .options import BootOptions
 from .transport import Transport, UsbUnavailable
@@ -57,6 +57,8 @@ def boot(options: BootOptions | None = None, *, on_event: EventSink | None = Non
     emit = _guarded(on_event)
     if options.directory is not None:
         check_boot_directory(options.directory, signed=options.signed)
+    else:
+        check_default_directories()
     if options.metadata_dir is not None:
         _make_metadata_directory(options.metadata_dir)
     owned = transport is None

@@ -138,6 +138,9 @@ def _add_timing_options(ours: argparse._ArgumentGroup) -> None:
                       help="bytes per bulk transfer (default 262144; upstream sends 16384)")
     ours.add_argument("--demo", action="store_true",
                       help="boot built-in virtual Raspberry Pis from a demo directory")
+    ours.add_argument("--fetch-boot-files", nargs="?", const="", metavar="DIR",
+                      help="download usbboot's boot directories (pinned, checked) into DIR "
+                           "(default: the user data directory, where plain rpiboot finds them)")
 
 
 def parse_options(argv: Sequence[str]) -> tuple[argparse.Namespace, BootOptions]:
@@ -188,6 +191,8 @@ def main(argv: Sequence[str] | None = None, *, transport: "Transport | None" = N
             return _udev(args)
         if args.list:
             return _list(args, transport)
+        if args.fetch_boot_files is not None:
+            return _fetch_boot_files(args.fetch_boot_files)
         return _boot(args, options, transport)
     except RpibootError as error:
         return _report_error(error, args)
@@ -226,8 +231,8 @@ def _udev(args: argparse.Namespace) -> int:
     from . import udev
     if args.udev_rule:
         sys.stdout.write(udev.udev_rule(args.group))
-        print(f"# Install: rpiboot --udev-rule | sudo tee {udev.RULES_PATH} && sudo udevadm "
-              f"control --reload-rules && sudo udevadm trigger", file=sys.stderr)
+        print(f"# Install: {udev.own_command()} --udev-rule | sudo tee {udev.RULES_PATH} && sudo "
+              f"udevadm control --reload-rules && sudo udevadm trigger", file=sys.stderr)
         return ExitCode.OK
     confirm = None if args.yes else _ask
     udev.install_udev_rule(args.group, confirm=confirm)
@@ -269,6 +274,12 @@ def _list(args: argparse.Namespace, transport: "Transport | None") -> int:
     else:
         for line in format_table(devices):
             print(line)
+    return ExitCode.OK
+
+
+def _fetch_boot_files(directory: str) -> int:
+    from .boot_files import fetch_boot_files, text_progress
+    fetch_boot_files(Path(directory) if directory else None, progress=text_progress())
     return ExitCode.OK
 
 

@@ -50,6 +50,11 @@ class BootDirectoryError(RpibootError):
     exit_code = ExitCode.BOOT_DIRECTORY
 
 
+class DownloadError(BootDirectoryError):
+    """--fetch-boot-files: a file could not be downloaded or did not match its digest."""
+    code = "download"
+
+
 class NoDeviceError(RpibootError):
     code = "no_device"
     exit_code = ExitCode.NO_DEVICE

@@ -19,7 +19,7 @@ COMMON = {"event": "str", "time": "number"}
 DEVICE_SUMMARY = {
     "port": "str", "chip": "str", "serial": "str?", "stages": "list", "files": "int",
     "bytes": "int", "seconds": "number", "result": "str", "error": "str?", "final": "dict?",
-    "warning": "str?",
+    "warning": "str?", "board": "dict?",
 }
 """One device in ``summary.devices`` (and the fields of ``device_done``, without ``port``)."""
 
@@ -74,7 +74,7 @@ ERROR_CODES = {
     "usage": 2, "boot_directory": 3, "no_device": 4, "transfer": 5, "device_gone": 5,
     "stalled": 5, "protocol": 5, "follow_timeout": 5, "refused": 6, "permission": 7,
     "usb_unavailable": 8, "duplicate_serial": 9, "interrupted": 130, "terminated": 143,
-    "hangup": 129, "error": 5,
+    "hangup": 129, "error": 5, "download": 3,
 }
 """Every stable ``code`` of ``error`` / ``device_failed`` / summary ``error`` and its exit status."""
 

@@ -14,6 +14,7 @@ from .errors import DuplicateSerialWarning, ProtocolError, StalledError, Transfe
 from .events import event
 from .file_source import BootFiles, OpenFile, refusal_reason
 from .link import Link, progress_reporter
+from .board_info import decode_board
 from .metadata import MetadataRecord
 from .transport import DeviceGone, TransferTimeout, UsbError
 
@@ -180,6 +181,9 @@ class FileServer:
     def _finish_metadata(self) -> None:
         for problem in self.metadata.problems:
             self.session.emit(event("notice", self.session.port, message=problem))
+        board = decode_board(self.metadata.values)
+        if board is not None:
+            self.session.board = board.to_dict()
         if not (self.options.metadata and self.metadata):
             return
         port = self.session.port

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import functools
 import os
+import re
 import sys
 import tarfile
 from dataclasses import dataclass
@@ -137,6 +138,7 @@ def _plain_file(path: Path, name: str, kind: str) -> ResolvedFile | None:
         size = path.stat().st_size
     except (OSError, ValueError):
         return None
+    refuse_link_text(path)
     return ResolvedFile(name, str(path), kind, size, lambda: open(path, "rb"))
 
 
@@ -175,8 +177,10 @@ INSTALL_PREFIXES = (Path(sys.prefix), Path("/usr/local"), Path("/usr"), Path("/o
 
 
 def default_directory_candidates(target: Target) -> list[Path]:
-    """Where to look when no -d is given: <prefix>/share/rpiboot/<dir>, then ./<dir>."""
-    seen: list[Path] = []
+    """Where to look when no -d is given: the user data directory (``rpiboot
+    --fetch-boot-files``), <prefix>/share/rpiboot/<dir>, then ./<dir>."""
+    from .boot_files import user_data_dirs
+    seen: list[Path] = [place / target.default_directory for place in user_data_dirs()]
     for prefix in INSTALL_PREFIXES:
         candidate = prefix / "share" / "rpiboot" / target.default_directory
         if candidate not in seen:
@@ -187,14 +191,96 @@ def default_directory_candidates(target: Target) -> list[Path]:
 
 def find_default_directory(target: Target) -> Path:
     for candidate in default_directory_candidates(target):
-        if BootFiles(candidate, target).resolve(target.second_stage) is not None:
+        if _has_second_stage(candidate, target):
             return candidate
     tried = ", ".join(str(path) for path in default_directory_candidates(target))
     raise BootDirectoryError(
-        f"no boot directory given and none found for {target.name} (tried {tried}); get the boot "
-        f"files from the usbboot repository (github.com/raspberrypi/usbboot, e.g. its "
-        f"{target.default_directory} directory) or the rpiboot package of Raspberry Pi OS, "
-        f"then run: rpiboot -d DIR")
+        f"no boot directory given and none found for {target.name} (tried {tried}); {WAY_OUT}")
+
+
+WAY_OUT = ("run 'rpiboot --fetch-boot-files' to download usbboot's boot directories, or give "
+           "-d DIR (a usbboot checkout's mass-storage-gadget64, msd, recovery, ...)")
+
+
+def check_default_directories() -> None:
+    """Without -d: refuse to wait for a board when no chip has a default directory installed."""
+    if any(_has_second_stage(candidate, target) for target in ALL_TARGETS
+           for candidate in default_directory_candidates(target)):
+        return
+    names = sorted({target.default_directory for target in ALL_TARGETS})
+    raise BootDirectoryError(
+        f"no boot directory given (-d) and no {' or '.join(names)} directory installed (looked "
+        f"in {default_directory_candidates(ALL_TARGETS[0])[0].parent}, "
+        f"<prefix>/share/rpiboot and the current directory); {WAY_OUT}")
+
+
+def _has_second_stage(directory: Path, target: Target) -> bool:
+    try:
+        return BootFiles(directory, target).resolve(target.second_stage) is not None
+    except BootDirectoryError:
+        return False
+
+
+# --- The two ways a usbboot checkout is commonly broken ------------------------------------------
+
+USBBOOT_CLONE = ("git clone --depth=1 --recurse-submodules --shallow-submodules "
+                 "https://github.com/raspberrypi/usbboot")
+_LINK_TEXT = re.compile(rb"(?:\.{1,2}/|/)[^\s\x00]{1,1000}")
+"""What a symbolic link checked out as a plain file holds: a path, with no newline (as git
+writes it)."""
+_LINK_TEXT_MAX = 1024
+
+
+def link_text(path: Path) -> str | None:
+    """The path a small plain file holds when it is a symbolic link checked out as a file (git
+    with core.symlinks=false, an archive or copy that drops links), else None."""
+    try:
+        if path.is_symlink() or not path.is_file() or path.stat().st_size > _LINK_TEXT_MAX:
+            return None
+        data = path.read_bytes()
+    except OSError:
+        return None
+    return data.decode("utf-8", "replace") if _LINK_TEXT.fullmatch(data) else None
+
+
+def refuse_link_text(path: Path) -> None:
+    """Never send a board a file that is only the text of a symbolic link."""
+    target = link_text(path)
+    if target is None:
+        return
+    raise BootDirectoryError(
+        f"'{path}' is a {len(target.encode())}-byte text file holding the path '{target}': a "
+        f"symbolic link checked out as a plain file (git with core.symlinks=false, or a copy that "
+        f"drops links); refused, it is not a boot file. Clone usbboot where links work "
+        f"({USBBOOT_CLONE}) or put the file it names in its place")
+
+
+def _dangling_links(directory: Path) -> list[tuple[Path, str]]:
+    """(link, where it finally points) for every broken symbolic link in DIR and its chip
+    sub-directories."""
+    found = []
+    for place in (directory, *(directory / sub for sub in ("2710", "2711", "2712"))):
+        try:
+            entries = sorted(place.iterdir()) if place.is_dir() else []
+        except OSError:
+            continue
+        found += [(entry, os.path.realpath(entry)) for entry in entries
+                  if entry.is_symlink() and not entry.exists()]
+    return found
+
+
+def _broken_checkout_error(directory: Path) -> BootDirectoryError | None:
+    dangling = _dangling_links(directory)
+    if not dangling:
+        return None
+    link, target = dangling[0]
+    submodule = "rpi-eeprom" in Path(target).parts
+    why = ("it points into usbboot's rpi-eeprom submodule, which was not checked out (run 'git "
+           "submodule update --init --depth=1' in the checkout, or clone with "
+           "--recurse-submodules --shallow-submodules)" if submodule else
+           f"the file it names is missing (a full checkout: {USBBOOT_CLONE})")
+    others = f" ({len(dangling) - 1} more broken link(s))" if len(dangling) > 1 else ""
+    return BootDirectoryError(f"'{link}' is a broken symbolic link to '{target}'{others}: {why}")
 
 
 def check_boot_directory(directory: Path, *, signed: bool = False) -> None:
@@ -205,12 +291,16 @@ def check_boot_directory(directory: Path, *, signed: bool = False) -> None:
         raise BootDirectoryError(f"'{directory}' is not a directory")
     if not os.access(directory, os.R_OK | os.X_OK):
         raise BootDirectoryError(f"boot directory '{directory}' is not readable")
+    refuse_link_text(directory / ARCHIVE_NAME)
     if (directory / ARCHIVE_NAME).is_file():
         _archive_index.cache_clear()
         stat = (directory / ARCHIVE_NAME).stat()
         _archive_index(str(directory / ARCHIVE_NAME), stat.st_mtime_ns, stat.st_size)
     elif not any(BootFiles(directory, target).resolve(target.second_stage)
                  for target in ALL_TARGETS):
+        broken = _broken_checkout_error(directory)
+        if broken is not None:
+            raise broken
         raise BootDirectoryError(
             f"No 'bootcode' files found in '{directory}' (need bootfiles.bin, bootcode.bin, "
             f"bootcode4.bin or bootcode5.bin, at the top or in a 2710/2711/2712 sub-directory)")

@@ -84,6 +84,7 @@ def format_table(devices: Sequence[ListedDevice]) -> list[str]:
     lines = ["  ".join(cell.ljust(width) for cell, width in zip(row, widths)).rstrip()
              for row in rows]
     if any(device.serial_problem == "permission" for device in devices):
+        from .udev import own_command
         lines.append("Some serial numbers could not be read: permission denied; run "
-                     "'rpiboot --udev-rule' to see how to allow access.")
+                     f"'{own_command()} --udev-rule' to see how to allow access.")
     return lines

@@ -20,8 +20,9 @@ from rich.text import Text
 from .events import Event
 from .live_table import Column, Fitted, clock, fit, human_bytes, summary_frame, table
 from .manager import WAITING_LINE
-from .output import (banner, block_device_paths, demo_lines, failure_line, for_display,
-                     ignored_line, metadata_json_text, metadata_line, notice_lines, retry_line)
+from .output import (banner, block_device_paths, board_line, demo_lines, failure_line,
+                     for_display, ignored_line, metadata_json_text, metadata_line, notice_lines,
+                     retry_line)
 
 
 @dataclass
@@ -255,7 +256,7 @@ class LiveView:
         row.result, row.style, row.ended = "ok", "green", item.time
         row.serial = item.data.get("serial") or row.serial
         row.stage = "done"
-        return []
+        return board_line(item.port, item.data.get("board"))
 
     def _device_failed(self, row: _Row, item: Event) -> list[str]:
         row.result, row.style = f"failed: {item.data['code']}", "bold red"

@@ -93,8 +93,8 @@ def check_conflicts(parser: argparse.ArgumentParser, args: argparse.Namespace) -
         parser.error("-o/--overlay needs -d DIR")
     if args.port_number is not None and args.port_path is not None:
         parser.error("a port number (-0 ... -98) and -p PATH exclude each other")
-    actions = [name for name in ("list", "udev_rule", "install_udev_rule", "demo")
-               if getattr(args, name)]
+    actions = [name for name in ("list", "udev_rule", "install_udev_rule", "demo",
+                                 "fetch_boot_files") if getattr(args, name, None) not in (None, False)]
     if len(actions) > 1 and actions != ["list", "demo"]:
         parser.error(" and ".join("--" + name.replace("_", "-") for name in actions)
                      + " exclude each other")

@@ -7,6 +7,7 @@ import sys
 import threading
 from typing import Any, Callable, TextIO
 
+from .board_info import describe
 from .events import Event
 
 _KEPT_AS_IS = frozenset({"json"})
@@ -85,6 +86,12 @@ def metadata_json_text(document: str) -> str:
 
 def failure_line(port: str | None, message: str) -> str:
     return f"rpiboot: error: {port}: {message}"
+
+
+def board_line(port: str | None, board: object) -> list[str]:
+    """``-v``: the board a device's OTP metadata describes (nothing when it sent none)."""
+    text = describe(board) if isinstance(board, dict) else ""
+    return [f"{port}: board {text}"] if text else []
 
 
 def conflict_line(port: str | None, data: dict[str, Any]) -> str:
@@ -221,6 +228,9 @@ class PlainReporter:
     def _device_ignored(self, item: Event) -> list[str]:
         return [ignored_line(item.port, item.data["reason"])]
 
+    def _device_done(self, item: Event) -> list[str]:
+        return board_line(item.port, item.data.get("board")) if self.verbose else []
+
     def _device_followed(self, item: Event) -> list[str]:
         return [" ".join([f"{item.port}: now {item.data['usb_id']}",
                           *block_device_paths(item.data["block_devices"])])]
@@ -237,7 +247,7 @@ class PlainReporter:
         "file_requested": _file_requested, "file_served": _file_served, "metadata": _metadata,
         "metadata_json": _metadata_json, "notice": _notice, "device_retrying": _device_retrying,
         "device_ignored": _device_ignored, "device_followed": _device_followed,
-        "summary": _summary,
+        "device_done": _device_done, "summary": _summary,
     }
 
 
@@ -246,7 +256,8 @@ def _summary_line(device: dict[str, Any]) -> str:
             f" {'+'.join(device['stages']):<10} {device['files']:>3} files "
             f"{device['bytes']:>10} bytes {device['seconds']:>7.3f} s  {device['result']}"
             + (f" ({device['error']})" if device["error"] else "")
-            + final_text(device.get("final")))
+            + final_text(device.get("final"))
+            + (f"  [{describe(device['board'])}]" if device.get("board") else ""))
 
 
 class JsonReporter:

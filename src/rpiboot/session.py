@@ -79,6 +79,8 @@ class DeviceSession:
     directory: Path | None = None
     final: dict[str, object] | None = None
     """--follow: the USB function the device became (vendor/product, block devices)."""
+    board: dict[str, object] | None = None
+    """The board its OTP metadata describes (:mod:`rpiboot.board_info`), when it sent some."""
     cancelled: threading.Event = field(default_factory=threading.Event)
     """Set when the run gives up on this device; its worker stops at the next request or chunk."""
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
@@ -162,7 +164,7 @@ class DeviceSession:
                 ("failed" if self.state is State.FAILED else self.state.value),
                 "error": None if self.error is None else self.error.code,
                 "warning": None if self.warning is None else self.warning.code,
-                "final": self.final}
+                "final": self.final, "board": self.board}
 
     # --- one enumeration --------------------------------------------------------------------
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import re
+import shlex
 import shutil
 import subprocess
 import sys
@@ -22,7 +23,29 @@ RELOAD_COMMANDS = (["udevadm", "control", "--reload-rules"],
                    # only Broadcom USB devices, not every device on the system
                    ["udevadm", "trigger", "--subsystem-match=usb",
                     f"--attr-match=idVendor={VENDOR_ID}"])
+SUDO_SECURE_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+"""The PATH Debian's sudo uses (secure_path in /etc/sudoers), whatever the caller's PATH."""
 _GROUP_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.-]{0,31}\$?$")
+
+
+def own_command(*, sudo: bool = False, argv0: str | None = None,
+                search_path: str | None = None) -> str:
+    """How to run this rpiboot again from a shell: ``rpiboot`` where that name finds this very
+    program (with ``sudo``: on sudo's fixed PATH), else the program's absolute path, so a hint
+    works for a virtual environment, pipx or uv install too. Run as ``python -m rpiboot``: that
+    Python's absolute path with ``-m rpiboot``."""
+    program = os.path.abspath(argv0 if argv0 is not None else sys.argv[0])
+    if Path(program).stem != "rpiboot" or not os.path.isfile(program):
+        return f"{shlex.quote(sys.executable)} -m rpiboot"
+    path = SUDO_SECURE_PATH if sudo else (search_path if search_path is not None
+                                          else os.environ.get("PATH", ""))
+    found = shutil.which("rpiboot", path=path)
+    try:
+        if found and os.path.samefile(found, program):
+            return "rpiboot"
+    except OSError:
+        pass
+    return shlex.quote(program)
 
 
 def udev_rule(group: str = DEFAULT_GROUP) -> str:
@@ -69,8 +92,9 @@ def install_udev_rule(group: str = DEFAULT_GROUP, *, path: Path = RULES_PATH,
         _write_atomically(path, text)
     except PermissionError:
         raise PermissionDeniedError(
-            f"cannot write {path}: permission denied; run it as root ('sudo rpiboot "
-            f"--install-udev-rule'), or: rpiboot --udev-rule | sudo tee {path}") from None
+            f"cannot write {path}: permission denied; run it as root ('sudo "
+            f"{own_command(sudo=True)} --install-udev-rule'), or: {own_command()} --udev-rule | "
+            f"sudo tee {path}") from None
     except OSError as error:
         raise RpibootError(f"cannot write {path}: {error}") from None
     say(f"Wrote {path}")
@@ -111,8 +135,9 @@ def _write_atomically(path: Path, text: str) -> None:
 def access_hint(platform: str = sys.platform) -> str:
     """What to do when a device cannot be opened, for this operating system."""
     if platform.startswith("linux"):
-        return ("run 'rpiboot --udev-rule' to see a udev rule that lets your group open it "
-                "('sudo rpiboot --install-udev-rule' installs it), or run as root")
+        return (f"run '{own_command()} --udev-rule' to see a udev rule that lets your group "
+                f"open it ('sudo {own_command(sudo=True)} --install-udev-rule' installs it), or "
+                f"run as root")
     if platform == "win32":
         return ("Windows needs the WinUSB driver for the device: install it with Zadig "
                 "(https://zadig.akeo.ie) or the Raspberry Pi rpiboot driver installer "

@@ -13,7 +13,7 @@ from rpiboot.eeprom import image as img
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 SHARED = (REPO_ROOT / ".." / "shared").resolve()
-FIXTURES = SHARED / "fixtures"
+FIXTURES = Path(os.environ.get("RPIBOOT_FIXTURES") or SHARED / "fixtures")
 
 IMAGE_2711 = "rpi-eeprom/firmware-2711/pieeprom-2026-08-04.bin"
 IMAGE_2712 = "rpi-eeprom/firmware-2712/pieeprom-2026-08-12.bin"
