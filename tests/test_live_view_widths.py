@@ -112,3 +112,25 @@ def test_live_view_starts_with_the_version_banner() -> None:
     view(event("start", version="9.9.9", directory=None))
     view.close()
     assert buffer.getvalue().startswith("RPIBOOT: pkg-version 9.9.9")
+
+
+def test_live_view_and_summary_show_the_board() -> None:
+    from rpiboot.api import boot
+    from rpiboot.simulator import typical_pi
+    from rpiboot.simulator.in_process import VirtualBus
+
+    from operator_support import fast_options
+
+    buffer = io.StringIO()
+    view = LiveView(console=Console(file=buffer, width=80, color_system=None),
+                    auto_refresh=False, redirect=False)
+    pi = typical_pi("2711", (1,), files=("config.txt",),
+                    meta={"USER_BOARDREV": "0xb03141", "CUSTOMER_KEY_HASH": "0" * 64})
+    result = boot(fast_options(), on_event=view, transport=VirtualBus([pi]))
+    view.close()
+    assert result.exit_code == 0
+    text = buffer.getvalue()
+    board_lines = [line for line in text.splitlines() if line.startswith("1-1: board ")]
+    assert len(board_lines) == 2  # when the board finished, and under the summary
+    assert all("Compute Module 4" in line and "BCM2711" in line for line in board_lines)
+    assert all(len(line) <= 80 for line in text.splitlines())

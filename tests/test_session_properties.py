@@ -83,7 +83,7 @@ def _served_exactly(pi: VirtualPi, spec: dict[str, Any], directory: Path) -> boo
             and all(files[name] == expected_file(directory, pi.chip, name) for name in files))
 
 
-@settings(max_examples=30, derandomize=True, deadline=None, database=None,
+@settings(max_examples=25, derandomize=True, deadline=None, database=None,
           suppress_health_check=[HealthCheck.too_slow])
 @given(boards)
 def test_campaign_shapes(specs: list[dict[str, Any]]) -> None:
@@ -91,7 +91,7 @@ def test_campaign_shapes(specs: list[dict[str, Any]]) -> None:
         root = Path(temporary)
         directory = _boot_dir(root)
         pis = [_board(spec, port) for port, spec in enumerate(specs, start=1)]
-        options = fast_options(directory, retries=2, reenumerate_timeout=0.3,
+        options = fast_options(directory, retries=2, reenumerate_timeout=0.5,
                                stall_timeout=0.1, read_timeout=0.05, timeout=3.0,
                                metadata=True, metadata_dir=root / "meta")
         run = run_boot(pis, options)

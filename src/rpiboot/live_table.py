@@ -14,8 +14,7 @@ from rich.console import Console, ConsoleOptions, Group, RenderableType, RenderR
 from rich.table import Table
 from rich.text import Text
 
-from .board_info import describe
-from .output import final_text
+from .output import board_line, final_text
 
 GAP = 2
 """Characters between two columns (rich: one of padding, one of the box's blank divider)."""
@@ -99,8 +98,6 @@ def summary_frame(devices: list[dict[str, Any]], width: int) -> RenderableType:
         result = device["result"] + (f" ({device['error']})" if device.get("error") else "")
         result += f" ({device['warning']})" if device.get("warning") else ""
         result += final_text(device.get("final"), arrow="→")
-        board = describe(device.get("board"))
-        result += f" [{board}]" if board else ""
         rows.append({"Port": Text(device["port"]), "Serial": Text(device["serial"] or "-"),
                      "Chip": Text(device["chip"]),
                      "Stages": Text("+".join(device["stages"])),
@@ -114,7 +111,9 @@ def summary_frame(devices: list[dict[str, Any]], width: int) -> RenderableType:
     columns = [dataclasses.replace(SUMMARY_COLUMNS[0], width=port_width),
                dataclasses.replace(SUMMARY_COLUMNS[1], width=min(serial_width, 32)),
                *SUMMARY_COLUMNS[2:]]
-    return Group(Text(""), table(fit(columns, width), rows, title="Summary"))
+    boards = [Text(line) for device in devices
+              for line in board_line(device["port"], device.get("board"))]
+    return Group(Text(""), table(fit(columns, width), rows, title="Summary"), *boards)
 
 
 class Fitted:

@@ -256,7 +256,7 @@ class LiveView:
         row.result, row.style, row.ended = "ok", "green", item.time
         row.serial = item.data.get("serial") or row.serial
         row.stage = "done"
-        return board_line(item.port, item.data.get("board")) if self.verbose else []
+        return board_line(item.port, item.data.get("board"))
 
     def _device_failed(self, row: _Row, item: Event) -> list[str]:
         row.result, row.style = f"failed: {item.data['code']}", "bold red"

@@ -29,10 +29,10 @@ JOIN_GRACE = 2.0
 """Seconds the end of a run waits for workers still inside a transfer."""
 WAITING_LINE = "Waiting for BCM2835/6/7/2711/2712..."
 JUMPER_HINT = (
-    "No Raspberry Pi in USB boot mode yet. Compute Module 3/4/5: fit the nRPIBOOT / "
-    "EMMC-DISABLE jumper before connecting power and USB. Pi 5, Pi 500, CM5 without a jumper: "
-    "hold the power button while connecting power. Pi 4 / Pi 400: only with an EEPROM set to "
-    "boot from USB device mode. Troubleshooting: https://rpltd.co/rpiboot")
+    "No Raspberry Pi in USB boot mode yet. Compute Modules: fit the nRPIBOOT / EMMC-DISABLE "
+    "jumper before connecting power and USB. Pi 5 / Pi 500: hold the power button while "
+    "connecting power. Pi 4 / Pi 400: needs a bootloader set up for USB device boot (a GPIO, "
+    "see rpi-eeprom). More help: https://rpltd.co/rpiboot")
 """Shown once when no board has arrived after HINT_AFTER (``BootOptions.hint_after``) seconds."""
 HINT_AFTER = 5.0
 

@@ -89,7 +89,8 @@ def failure_line(port: str | None, message: str) -> str:
 
 
 def board_line(port: str | None, board: object) -> list[str]:
-    """``-v``: the board a device's OTP metadata describes (nothing when it sent none)."""
+    """The board a device's OTP metadata describes (nothing when it sent none): plain lines
+    show it with ``-v``, the live view always."""
     text = describe(board) if isinstance(board, dict) else ""
     return [f"{port}: board {text}"] if text else []
 
@@ -147,7 +148,6 @@ class PlainReporter:
         "stage_done": "Second stage boot server done",
     }
     """Kinds whose line is a fixed template of the event's fields."""
-
 
     def __init__(self, verbose: int = 0, stream: TextIO | None = None,
                  errors: TextIO | None = None):

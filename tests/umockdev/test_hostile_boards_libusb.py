@@ -78,3 +78,15 @@ def test_second_stage_of_2_gib_is_a_boot_directory_error(run_virtual: Runner, bo
     assert "2 GiB" in run.stderr and "internal error" not in run.stderr
     assert run.pi("1-1")["second_stage"] is None
     assert blob("config.txt")  # the rest of the directory is untouched
+
+
+@SYSTEM_ONLY
+def test_list_shows_the_bcm2711_rom_serial_through_libusb(run_virtual: Runner,
+                                                          libusb: str) -> None:
+    run = run_virtual([{"chip": "2711", "port": "1-3", "rom_serial": "10000000c0ffee11"},
+                       {"chip": "2712", "port": "1-4"}], "--list")
+    assert run.returncode == 0, run.describe()
+    rows = {line.split()[0]: line.split() for line in run.stdout.splitlines()[1:]}
+    assert rows["1-3"][2] == "rom" and rows["1-3"][-1] == "10000000c0ffee11", run.stdout
+    assert rows["1-4"][-1] == "-"
+    assert all(pi["received"] == [] for pi in run.pis)

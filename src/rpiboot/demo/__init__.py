@@ -28,9 +28,13 @@ DEMO_METADATA = {"MAC_ADDR": "d8:3a:dd:05:ee:78", "BOOT_ROM": "0000c8b0"}
 
 
 def demo_pis() -> list[VirtualPi]:
-    return [typical_pi(chip, ports, serial=serial, files=files,
-                       meta=DEMO_METADATA if chip != "2835" else None)
-            for chip, ports, serial, files in DEMO_BOARDS]
+    pis = [typical_pi(chip, ports, serial=serial, files=files,
+                      meta=DEMO_METADATA if chip != "2835" else None)
+           for chip, ports, serial, files in DEMO_BOARDS]
+    for pi, (chip, _ports, serial, _files) in zip(pis, DEMO_BOARDS):
+        if chip == "2711":  # the BCM2711 ROM reports the board's serial (what -i selects by)
+            pi.stages[0].serial = serial  # type: ignore[union-attr]
+    return pis
 
 
 IN_PROCESS_NOTE = (
