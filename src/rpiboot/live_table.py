@@ -29,7 +29,8 @@ class Column:
     """Priority: when the row does not fit, the lowest ``keep`` goes first."""
     right: bool = False
     flexible: bool = False
-    """Grows into the spare width and shortens its text with an ellipsis (file names)."""
+    """Grows into the spare width (shared evenly between flexible columns); without ``wraps``
+    it shortens its text with an ellipsis (file names)."""
     wraps: bool = False
     """Long text folds onto further lines instead of being cut (results and errors)."""
 
@@ -41,9 +42,12 @@ def fit(columns: Sequence[Column], width: int) -> list[tuple[Column, int]]:
         kept.remove(min(kept, key=lambda column: column.keep))
     spare = max(0, width - _needed(kept))
     flexible = [column for column in kept if column.flexible]
+    share, remainder = divmod(spare, len(flexible)) if flexible else (0, 0)
     result = []
     for column in kept:
-        extra = spare if flexible and column is flexible[0] else 0
+        extra = 0
+        if column.flexible:
+            extra = share + (remainder if column is flexible[0] else 0)
         result.append((column, column.width + extra))
     return result
 

@@ -76,3 +76,35 @@ def test_a_large_boot_file_shows_as_boot_progress(tmp_path, monkeypatch):
     boot = [e for e in run.kinds("step_progress") if e["step"] == "boot"]
     assert all(0 < e["bytes"] <= e["total"] for e in boot)
     assert [e["bytes"] for e in boot if e["total"] == 8 << 20][-1] > 4 << 20  # boot.img
+
+
+def _render(renderable, width):
+    out = io.StringIO()
+    Console(file=out, width=width, color_system=None).print(renderable)
+    return out.getvalue().splitlines()
+
+
+@pytest.mark.parametrize("width", [60, 80, 120])
+def test_live_table_fits_the_terminal_and_never_cuts_ports_chips_or_results(width):
+    from rpiboot.events import event
+    view = LiveView(Console(file=io.StringIO(), width=width), auto_refresh=False)
+    for item in (event("board_arrived", "1-1.3.4", chip="BCM2711"),
+                 event("step_started", "1-1.3.4", step="write", serial="10000000deadbeef"),
+                 event("step_progress", "1-1.3.4", step="write", bytes=123_456_789,
+                       total=2_000_000_000, rate=31.2e6, eta=65.0),
+                 event("board_arrived", "1-2", chip="BCM2712"),
+                 event("board_failed", "1-2", serial="c0ffee", step="write",
+                       code="image_too_large", message="too big", exit_code=5)):
+        view(item)
+    first = _render(view.board_table(), width)
+    view(event("step_progress", "1-1.3.4", step="write", bytes=1_999_000_000,
+               total=2_000_000_000, rate=9.9e6, eta=0.1))
+    second = _render(view.board_table(), width)
+    assert all(len(line) <= width for line in first + second), first
+    assert max(map(len, first)) == max(map(len, second))  # the frame keeps its width
+    words = " ".join(first).split()
+    for text in ("1-1.3.4", "BCM2711", "BCM2712", "write", "6%"):
+        assert text in words, (text, first)
+    assert "image_too_large" in " ".join(first)
+    assert ("10000000deadbeef" in words) == (width >= 80)
+    assert ("31.2 MB/s" in " ".join(first)) == (width >= 120)

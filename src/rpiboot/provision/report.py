@@ -6,19 +6,18 @@ Strings from devices (serials, metadata) are made printable before they reach a 
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 import threading
 from dataclasses import dataclass
 from typing import Any, Callable, TextIO
 
-from rich import box
 from rich.console import Console, Group, RenderableType
 from rich.live import Live
-from rich.table import Table
 from rich.text import Text
 
 from ..events import Event
-from ..live_view import human_bytes
+from ..live_table import Column, Fitted, clock, fit, human_bytes, table
 from ..output import _Writer, for_display
 
 
@@ -27,10 +26,7 @@ def _rate(rate: float | None) -> str:
 
 
 def _eta(eta: float | None) -> str:
-    if eta is None:
-        return ""
-    minutes, seconds = divmod(int(eta), 60)
-    return f"{minutes}:{seconds:02d}"
+    return clock(eta)
 
 
 def board_line(board: dict[str, Any]) -> str:
@@ -206,6 +202,7 @@ class LiveView:
     @staticmethod
     def _board_failed(row: _Row, data: dict[str, Any]) -> str:
         row.result, row.style = f"failed: {data['code']}", "bold red"
+        row.step, row.serial = data["step"], data.get("serial") or row.serial
         return f"{row.port}: failed at {data['step']}: {data['message']}"
 
     _HANDLERS: dict[str, Any] = {
@@ -218,22 +215,19 @@ class LiveView:
         return self.board_table()
 
     def board_table(self) -> RenderableType:
+        """The frame: one row per port, fitted to the terminal's width (columns dropped in a
+        fixed priority, never a port, chip or result cut), and the run's totals."""
+        return Fitted(self._frame)
+
+    def _frame(self, width: int) -> RenderableType:
         with self._lock:
             if not self._rows:
                 return Text(self._status)
-            table = Table(box=box.SIMPLE_HEAD, show_edge=False, pad_edge=False,
-                          caption=self._totals(), caption_justify="left")
-            for column in ("Port", "Chip", "Serial", "Step", "Disk", "Progress", "Rate", "ETA",
-                           "Result"):
-                table.add_column(column, no_wrap=True, justify="right"
-                                 if column in ("Progress", "Rate", "ETA") else "left")
-            for row in self._rows.values():
-                progress = (f"{100 * row.done // row.total}% of {human_bytes(row.total)}"
-                            if row.total else (human_bytes(row.done) if row.done else ""))
-                table.add_row(*map(Text, (row.port, row.chip, row.serial or "", row.step,
-                                          row.disk, progress, _rate(row.rate), _eta(row.eta))),
-                              Text(row.result, style=row.style))
-            return table
+            rows = [_cells(row) for row in self._rows.values()]
+            totals = self._totals()
+            port_width = max(BOARD_COLUMNS[0].width, *(len(port) for port in self._rows))
+        columns = [dataclasses.replace(BOARD_COLUMNS[0], width=port_width), *BOARD_COLUMNS[1:]]
+        return Group(table(fit(columns, width), rows), Text(totals))
 
     def _totals(self) -> str:
         results = [row.result for row in self._rows.values()]
@@ -245,17 +239,48 @@ class LiveView:
 
     @staticmethod
     def summary_table(boards: list[dict[str, Any]]) -> RenderableType:
-        table = Table(title="Summary", box=box.SIMPLE_HEAD, show_edge=False, title_justify="left")
-        for column in ("Port", "Serial", "Chip", "Unit", "Written", "Verified", "Time", "Result"):
-            table.add_column(column, no_wrap=True)
-        for board in boards:
-            ok = board["result"] in ("ok", "skipped")
-            result = board["result"] if ok else \
-                f"{board['result']} at {board['step']}: {board['message']}"
-            table.add_row(*map(Text, (board["port"], board["serial"] or "-", board["chip"] or "?",
-                                      "" if board["unit"] is None else str(board["unit"]),
-                                      human_bytes(board["bytes_written"]),
-                                      "yes" if board["verified"] else "no",
-                                      f"{board['seconds']:.1f} s")),
-                          Text(result, style="green" if ok else "bold red"))
-        return Group(Text(""), table)
+        return Fitted(lambda width: _summary_frame(boards, width))
+
+
+def _cells(row: _Row) -> dict[str, Text]:
+    progress = (f"{100 * row.done // row.total}% {human_bytes(row.total)}" if row.total
+                else (human_bytes(row.done) if row.done else ""))
+    return {"Port": Text(row.port), "Chip": Text(row.chip), "Serial": Text(row.serial or ""),
+            "Step": Text(row.step), "Disk": Text(row.disk), "Progress": Text(progress),
+            "Rate": Text(_rate(row.rate)), "ETA": Text(_eta(row.eta)),
+            "Result": Text(row.result, style=row.style)}
+
+
+BOARD_COLUMNS = (
+    Column("Port", 4, keep=100), Column("Chip", 7, keep=99),
+    Column("Serial", 16, keep=80, wraps=True, flexible=True), Column("Step", 9, keep=90),
+    Column("Disk", 8, keep=30), Column("Progress", 13, keep=85, right=True),
+    Column("Rate", 10, keep=50, right=True), Column("ETA", 5, keep=60, right=True),
+    Column("Result", 16, keep=98, wraps=True, flexible=True))
+"""The live table. Dropped first when narrow: Disk, Rate, ETA (80 columns keep port, chip,
+serial, step, progress and result; 60 keep port, chip, step, progress and result)."""
+
+SUMMARY_COLUMNS = (
+    Column("Port", 4, keep=100), Column("Serial", 16, keep=80, wraps=True),
+    Column("Chip", 7, keep=99), Column("Unit", 5, keep=40, right=True),
+    Column("Written", 10, keep=60, right=True), Column("Verified", 8, keep=70),
+    Column("Time", 7, keep=50, right=True),
+    Column("Result", 16, keep=98, wraps=True, flexible=True))
+
+
+def _summary_frame(boards: list[dict[str, Any]], width: int) -> RenderableType:
+    rows = []
+    for board in boards:
+        ok = board["result"] in ("ok", "skipped")
+        result = board["result"] if ok else \
+            f"{board['result']} at {board['step']}: {board['message']}"
+        rows.append({"Port": Text(board["port"]), "Serial": Text(board["serial"] or "-"),
+                     "Chip": Text(board["chip"] or "?"),
+                     "Unit": Text("" if board["unit"] is None else str(board["unit"])),
+                     "Written": Text(human_bytes(board["bytes_written"])),
+                     "Verified": Text("yes" if board["verified"] else "no"),
+                     "Time": Text(f"{board['seconds']:.1f} s"),
+                     "Result": Text(result, style="green" if ok else "bold red")})
+    port_width = max(SUMMARY_COLUMNS[0].width, *(len(board["port"]) for board in boards))
+    columns = [dataclasses.replace(SUMMARY_COLUMNS[0], width=port_width), *SUMMARY_COLUMNS[1:]]
+    return Group(Text(""), table(fit(columns, width), rows, title="Summary"))
