@@ -59,3 +59,13 @@ def test_upstream_port_flags_still_work() -> None:
 def test_demo_refuses_flags_it_cannot_honour(capsys: pytest.CaptureFixture[str],
                                              flag: list[str]) -> None:
     assert "--demo" in _usage_error(capsys, ["--demo", *flag])
+
+
+@pytest.mark.parametrize("argv, expected", [
+    (["--chunk-size", "99999999999"], "--chunk-size must be at most 16777216, not 99999999999"),
+    (["-m", "123456789"], "-m must be at most 60000000, not 123456789"),
+    (["--timeout", "1e300"], "--timeout must be at most 2592000, not 1e+300"),
+])
+def test_range_errors_show_the_exact_bound(capsys: pytest.CaptureFixture[str], argv: list[str],
+                                           expected: str) -> None:
+    assert expected in _usage_error(capsys, argv)

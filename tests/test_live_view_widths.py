@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import io
 import re
+import time
 
 import pytest
 from rich.console import Console
@@ -134,3 +135,14 @@ def test_live_view_and_summary_show_the_board() -> None:
     assert len(board_lines) == 2  # when the board finished, and under the summary
     assert all("Compute Module 4" in line and "BCM2711" in line for line in board_lines)
     assert all(len(line) <= 80 for line in text.splitlines())
+
+
+def test_loop_idle_time_counts_from_the_last_board_event_not_the_run_end() -> None:
+    view = LiveView(console=Console(file=io.StringIO()), auto_refresh=False, redirect=False,
+                    loop=True)
+    arrived = _arrive("1-1", "BCM2711")
+    view(Event(arrived.kind, arrived.port, arrived.data, time.time() - 65))
+    view(event("notice", message="still waiting"))
+    view(event("summary", devices=[], ignored=[], exit_code=0))
+    status = _render(view.device_table(), 80)[-1]
+    assert "idle 1:0" in status, status

@@ -7,6 +7,7 @@ import threading
 import time
 from pathlib import Path
 
+from rpiboot import manager
 from rpiboot.api import boot
 from rpiboot.errors import ExitCode
 from rpiboot.session import State
@@ -14,7 +15,9 @@ from rpiboot.simulator import RomStage, ServerStage, VirtualPi
 from rpiboot.simulator.in_process import VirtualBus
 from rpiboot.simulator.script import done, load
 
-from engine_support import Events, fast_options, run_boot
+from rpiboot.transport import DeviceGone, TransferTimeout
+
+from engine_support import Events, HandleProxy, WrappingBus, fast_options, run_boot
 
 
 def silent_server(chip: str = "2711") -> VirtualPi:
@@ -77,3 +80,31 @@ def test_a_real_failure_still_outranks_the_interrupt(boot_dir: Path) -> None:
     assert result.exit_code == ExitCode.REFUSED
     codes = {e.port: e.data["code"] for e in events.of("device_failed")}
     assert codes == {"1-1": "interrupted", "1-2": "refused"}
+
+
+
+class _SlowToLeaveBus(WrappingBus):
+    """The silent board's next request read hangs, then finds the device gone."""
+
+    def wrap_handle(self, info, handle):  # type: ignore[no-untyped-def]
+        class SlowToLeave(HandleProxy):
+            def vendor_in(self, value, index, length, timeout):  # type: ignore[no-untyped-def]
+                try:
+                    return self._handle.vendor_in(value, index, length, timeout)
+                except TransferTimeout:
+                    time.sleep(0.4)
+                    raise DeviceGone("gone") from None
+
+        return SlowToLeave(info, handle)
+
+
+def test_a_worker_left_behind_emits_nothing_after_the_summary(boot_dir: Path,
+                                                               monkeypatch) -> None:
+    """A worker still inside a transfer when the run ends (past JOIN_GRACE) that then sees its
+    device leave: the summary stays the last event."""
+    monkeypatch.setattr(manager, "JOIN_GRACE", 0.0)
+    options = fast_options(boot_dir, run_timeout=0.2, stall_timeout=30.0, read_timeout=0.05)
+    run = run_boot([], options, bus=_SlowToLeaveBus([silent_server()]))
+    time.sleep(0.8)
+    assert run.exit_code == ExitCode.TRANSFER
+    assert run.events.items[-1].kind == "summary", [e.kind for e in run.events.items[-3:]]

@@ -118,7 +118,9 @@ class LiveView:
             if not self._running and item.kind != "summary":
                 self._live.start()
                 self._running = True
-            self._last_event = item.time
+            # idle: since a board's last event (notices and the run's end are not activity)
+            if item.port is not None:
+                self._last_event = item.time
             messages = self._apply(for_display(item))
         for message in messages:
             self.console.print(message, markup=False, highlight=False, soft_wrap=True)

@@ -15,7 +15,7 @@ from typing import Callable
 
 from .errors import (ExitCode, NoDeviceError, RpibootError,
                      StalledError, worst)
-from .events import EventSink, event
+from .events import Event, EventSink, event
 from .follow import Follower
 from .options import BootOptions
 from .session import DeviceSession, State, stage_of
@@ -70,7 +70,11 @@ class DeviceManager:
         self._started = time.monotonic()
         self._last_activity = self._started
         self._scan_finishing = False
-        self._follower = Follower(options, emit) if options.follow is not None else None
+        self._emit_lock = threading.Lock()
+        self._ended = False
+        """Set once the summary is due: a worker left behind must not report after it."""
+        self._follower = Follower(options, self._emit_while_running) \
+            if options.follow is not None else None
         self._hinted = False
 
     def run(self) -> RunResult:
@@ -87,11 +91,19 @@ class DeviceManager:
                 lambda signal=stop: interruption(signal, "interrupted before it finished"))
         self._join_workers()
         self.result.final_exit_code = self.result.exit_code
+        with self._emit_lock:
+            self._ended = True
         self.emit(event("summary", devices=[s.summary() for s in self.result.sessions],
                         ignored=[{"port": port, **seen} for port, seen in
                                  self.result.ignored.items()],
                         exit_code=int(self.result.final_exit_code)))
         return self.result
+
+    def _emit_while_running(self, item: Event) -> None:
+        """The sink for workers: the summary is the last event, whatever finishes late."""
+        with self._emit_lock:
+            if not self._ended:
+                self.emit(item)
 
     def workers_alive(self) -> bool:
         """True while a worker still holds a device (the transport must stay open)."""
@@ -147,7 +159,7 @@ class DeviceManager:
                 return True
             if self._scan_finishing:
                 return True
-            session = DeviceSession(port, target, self.options, self.emit)
+            session = DeviceSession(port, target, self.options, self._emit_while_running)
         assert session is not None
         self._start(session, ref)
         return True

@@ -65,6 +65,13 @@ def option_name(dest: str) -> str:
     return _SPELLING.get(dest, "--" + dest.replace("_", "-"))
 
 
+def _shown(number: float | int) -> str:
+    """A number as the user would write it: 16777216, not %g's 1.67772e+07."""
+    if isinstance(number, int) or (number.is_integer() and abs(number) < 1e15):
+        return str(int(number))
+    return f"{number:g}"
+
+
 def number_problem(dest: str, value: float | int | None) -> str | None:
     """Why the value of a numeric option is unusable, or None."""
     if value is None:
@@ -74,10 +81,10 @@ def number_problem(dest: str, value: float | int | None) -> str | None:
     if isinstance(value, float) and not math.isfinite(value):
         return f"{name} must be a finite number, not {value}"
     if value < low or (value == low and not low_allowed):
-        bound = f"at least {low:g}" if low_allowed else f"more than {low:g}"
-        return f"{name} must be {bound}, not {value:g}"
+        bound = f"at least {_shown(low)}" if low_allowed else f"more than {_shown(low)}"
+        return f"{name} must be {bound}, not {_shown(value)}"
     if value > high:
-        return f"{name} must be at most {high:g}, not {value:g}"
+        return f"{name} must be at most {_shown(high)}, not {_shown(value)}"
     return None
 
 
