@@ -6,15 +6,18 @@ numbers in it change. Designed for 80 columns; 60 keeps the essentials, 120 show
 from __future__ import annotations
 
 import dataclasses
+import threading
 from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
 from rich import box
 from rich.console import Console, ConsoleOptions, Group, RenderableType, RenderResult
+from rich.live import Live
 from rich.table import Table
 from rich.text import Text
 
-from .output import board_line, final_text
+from .events import Event
+from .output import board_line, final_text, for_display
 
 GAP = 2
 """Characters between two columns (rich: one of padding, one of the box's blank divider)."""
@@ -128,3 +131,60 @@ class Fitted:
 
     def __rich_console__(self, console: Console, options: ConsoleOptions) -> RenderResult:
         yield self._build(options.max_width)
+
+
+class LiveDisplay:
+    """What the live views (rpiboot's and rpiboot-provision's) share: a ``rich`` Live display
+    that the first event starts, lines printed above it, and the summary printed once when the
+    run ends. A view says what an event changes (:meth:`_take`, returning the lines to print),
+    how its frame looks (``__rich__``) and how its summary looks (:meth:`summary_table`)."""
+
+    def __init__(self, console: Console | None = None, *, refresh_per_second: float = 8,
+                 auto_refresh: bool = True, redirect: bool = True):
+        self.console = console or Console()
+        self._lock = threading.RLock()
+        self._summary: list[dict[str, Any]] | None = None
+        self._live = Live(self, console=self.console, refresh_per_second=refresh_per_second,
+                          auto_refresh=auto_refresh, transient=False,
+                          redirect_stdout=redirect, redirect_stderr=redirect)
+        self._running = False
+        self._closed = False
+
+    def __call__(self, item: Event) -> None:
+        with self._lock:
+            if self._closed:
+                return
+            if not self._running and item.kind != "summary":
+                self._live.start()
+                self._running = True
+            messages = self._take(item, for_display(item))
+        for message in messages:
+            self.console.print(message, markup=False, highlight=False, soft_wrap=True)
+        if item.kind == "summary":
+            self.close()
+
+    def close(self) -> None:
+        """Stop the live display (leaving its last frame) and print the summary, once."""
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            if self._running:
+                self._live.stop()
+                self._running = False
+            summary = self._summary
+        if summary:
+            self.console.print(self.summary_table(summary))
+
+    def __rich__(self) -> RenderableType:
+        """The frame the display redraws."""
+        raise NotImplementedError
+
+    def _take(self, item: Event, shown: Event) -> list[str]:
+        """Take in one event (``shown``: the same, its device strings made printable); the
+        lines to print above the table. Called with the lock held."""
+        raise NotImplementedError
+
+    @staticmethod
+    def summary_table(summary: list[dict[str, Any]]) -> RenderableType:
+        raise NotImplementedError

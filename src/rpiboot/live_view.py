@@ -8,21 +8,19 @@ stdout is a terminal and ``--json`` is not given (``--plain`` keeps upstream's l
 from __future__ import annotations
 
 import dataclasses
-import threading
 import time
 from dataclasses import dataclass
 from typing import Any, Callable
 
 from rich.console import Console, Group, RenderableType
-from rich.live import Live
 from rich.text import Text
 
 from .events import Event
-from .live_table import Column, Fitted, clock, fit, human_bytes, summary_frame, table
+from .live_table import (Column, Fitted, LiveDisplay, clock, fit, human_bytes,
+                         summary_frame, table)
 from .manager import WAITING_LINE
 from .output import (banner, block_device_paths, board_line, demo_lines, failure_line,
-                     for_display, ignored_line, metadata_json_text, metadata_line, notice_lines,
-                     retry_line)
+                     ignored_line, metadata_json_text, metadata_line, notice_lines, retry_line)
 
 
 @dataclass
@@ -88,7 +86,7 @@ to 5 characters), then ETA, File and Time (at 60)."""
 
 
 
-class LiveView:
+class LiveView(LiveDisplay):
     """Renders engine events as a live table on a rich console."""
 
     def __init__(self, verbose: int = 0, console: Console | None = None, *,
@@ -98,47 +96,16 @@ class LiveView:
         self.loop = loop
         """-l: show that the run is still listening (boards done, failed, idle time)."""
         self._last_event = time.time()
-        self.console = console or Console()
         self._rows: dict[str, _Row] = {}
-        self._lock = threading.RLock()
         self._status = WAITING_LINE
-        self._summary: list[dict[str, Any]] | None = None
-        self._live = Live(self, console=self.console, refresh_per_second=refresh_per_second,
-                          auto_refresh=auto_refresh, transient=False,
-                          redirect_stdout=redirect, redirect_stderr=redirect)
-        self._running = False
-        self._closed = False
+        super().__init__(console, refresh_per_second=refresh_per_second,
+                         auto_refresh=auto_refresh, redirect=redirect)
 
-    # --- EventSink ----------------------------------------------------------------------------
-
-    def __call__(self, item: Event) -> None:
-        with self._lock:
-            if self._closed:
-                return
-            if not self._running and item.kind != "summary":
-                self._live.start()
-                self._running = True
-            # idle: since a board's last event (notices and the run's end are not activity)
-            if item.port is not None:
-                self._last_event = item.time
-            messages = self._apply(for_display(item))
-        for message in messages:
-            self.console.print(message, markup=False, highlight=False, soft_wrap=True)
-        if item.kind == "summary":
-            self.close()
-
-    def close(self) -> None:
-        """Stop the live display (leaving its last frame) and print the summary, once."""
-        with self._lock:
-            if self._closed:
-                return
-            self._closed = True
-            if self._running:
-                self._live.stop()
-                self._running = False
-            summary = self._summary
-        if summary:
-            self.console.print(self.summary_table(summary))
+    def _take(self, item: Event, shown: Event) -> list[str]:
+        # idle: since a board's last event (notices and the run's end are not activity)
+        if item.port is not None:
+            self._last_event = item.time
+        return self._apply(shown)
 
     # --- state --------------------------------------------------------------------------------
 

@@ -8,16 +8,14 @@ from __future__ import annotations
 
 import dataclasses
 import sys
-import threading
 from dataclasses import dataclass
 from typing import Any, Callable, TextIO
 
 from rich.console import Console, Group, RenderableType
-from rich.live import Live
 from rich.text import Text
 
 from ..events import Event
-from ..live_table import Column, Fitted, clock, fit, human_bytes, table
+from ..live_table import Column, Fitted, LiveDisplay, clock, fit, human_bytes, table
 from ..output import _Writer, for_display
 
 
@@ -113,43 +111,17 @@ class _Row:
     style: str = ""
 
 
-class LiveView:
+class LiveView(LiveDisplay):
     """A rich table with one row per USB port, redrawn in place."""
 
     def __init__(self, console: Console | None = None, *, auto_refresh: bool = True):
-        self.console = console or Console()
         self._rows: dict[str, _Row] = {}
-        self._lock = threading.RLock()
         self._status = "Waiting for boards..."
-        self._summary: list[dict[str, Any]] | None = None
-        self._live = Live(self, console=self.console, refresh_per_second=4,
-                          auto_refresh=auto_refresh, transient=False)
-        self._running = False
-        self._closed = False
+        super().__init__(console, refresh_per_second=4, auto_refresh=auto_refresh)
 
-    def __call__(self, item: Event) -> None:
-        with self._lock:
-            if self._closed:
-                return
-            if not self._running and item.kind != "summary":
-                self._live.start()
-                self._running = True
-            message = self._apply(for_display(item))
-        if message:
-            self.console.print(message, markup=False, highlight=False, soft_wrap=True)
-        if item.kind == "summary":
-            self.close()
-
-    def close(self) -> None:
-        with self._lock:
-            if self._closed:
-                return
-            self._closed = True
-            if self._running:
-                self._live.stop()
-            summary = self._summary
-        if summary:
-            self.console.print(self.summary_table(summary))
+    def _take(self, item: Event, shown: Event) -> list[str]:
+        message = self._apply(shown)
+        return [message] if message else []
 
     def _apply(self, item: Event) -> str | None:
         data = item.data
