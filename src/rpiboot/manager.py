@@ -8,6 +8,7 @@ has them and re-scans every poll interval regardless (hot-plug events are known 
 
 from __future__ import annotations
 
+import functools
 import threading
 import time
 from dataclasses import dataclass, field
@@ -88,7 +89,7 @@ class DeviceManager:
         except KeyboardInterrupt as stop:
             self.result.error = interruption(stop)
             self._abandon_in_flight(
-                lambda signal=stop: interruption(signal, "interrupted before it finished"))
+                functools.partial(interruption, stop, "interrupted before it finished"))
         self._join_workers()
         self.result.final_exit_code = self.result.exit_code
         with self._emit_lock:

@@ -101,7 +101,7 @@ def check_directory(inputs: Inputs) -> Report:
         raise ToolError(f"boot image '{inputs.boot_image}' not found", EXIT_MISSING_INPUT)
     key = load_rsa_key(inputs.key_path) if inputs.key_path else None
     chip = _detect_chip(directory)
-    signing_key = inputs.key_path if key is not None and is_private_key(key) else ""
+    signing_key = (inputs.key_path or "") if key is not None and is_private_key(key) else ""
     report = Report(directory, chip, inputs.key_path or "",
                     pubkey_bin(key) if key is not None else None, signing_key=signing_key)
     _check_sources(report)

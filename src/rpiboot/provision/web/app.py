@@ -27,7 +27,7 @@ from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse, Response, StreamingResponse
 from starlette.routing import Route
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from .state import StationState
 
@@ -131,7 +131,7 @@ class TokenGate:
         await self.app(scope, receive, send)
 
     async def _set_cookie(self, scope: Scope, receive: Receive, send: Send) -> None:
-        async def send_with_cookie(message: dict[str, Any]) -> None:
+        async def send_with_cookie(message: Message) -> None:
             if message["type"] == "http.response.start":
                 cookie = (f"{TOKEN_COOKIE}={self.token}; Path=/; HttpOnly; SameSite=Strict")
                 message.setdefault("headers", []).append((b"set-cookie", cookie.encode()))

@@ -80,8 +80,9 @@ class DashboardServer:
         app = create_app(state, ledger=ledger, token=token)  # type: ignore[arg-type]
         config = uvicorn.Config(app, host=bind.host, port=bind.port, log_level="warning",
                                 access_log=False, lifespan="on")
+        # uvicorn installs no signal handlers off the main thread: Ctrl-C / SIGTERM stay the
+        # run's, which stops the dashboard when it ends.
         self._server = uvicorn.Server(config)
-        self._server.install_signal_handlers = lambda: None  # type: ignore[method-assign]
         self._thread = threading.Thread(target=self._server.run, name="dashboard", daemon=True)
 
     def start(self, timeout: float = 10.0) -> Bind:
