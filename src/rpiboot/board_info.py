@@ -152,7 +152,7 @@ def _flag(text: object) -> bool | None:
     return {"0": False, "1": True}.get(value or "")
 
 
-def _board_attributes(value: int | None, board_type: int | None) -> dict[str, bool | None]:
+def _board_attributes(value: int | None, board_type: int | None) -> dict[str, Any]:
     if value is None or board_type != _CM4:
         return {}
     return {"wireless": not value & (1 << 30), "emmc": not value & (1 << 31)}

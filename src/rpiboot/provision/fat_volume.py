@@ -319,7 +319,8 @@ class FatVolume:
         self.disk.write(at, bytes(sector))
 
 
-def _stage_changes(disk: StagedDisk, old: bytes, new: bytes, locate) -> None:
+def _stage_changes(disk: StagedDisk, old: bytes | bytearray, new: bytes | bytearray,
+                   locate) -> None:
     """Stage the 512-byte blocks of ``new`` that differ from ``old``."""
     for at in range(0, len(new), BLOCK):
         if new[at:at + BLOCK] != old[at:at + BLOCK]:

@@ -322,8 +322,8 @@ class SecureBoot(MassStorageGadget):
 
     name = "secure-boot"
 
-    @property  # type: ignore[override]
-    def expected(self) -> tuple[str, ...]:
+    @property
+    def expected(self) -> tuple[str, ...]:  # type: ignore[override]
         signed = self.board.otp.customer_key_hash is not None
         return ("config.txt", "boot.img", "boot.sig") if signed else ("config.txt", "boot.img")
 

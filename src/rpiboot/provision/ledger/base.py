@@ -16,7 +16,7 @@ import time
 import uuid
 from contextlib import contextmanager
 from datetime import datetime, timezone
-from typing import Any, Iterable, Iterator, Protocol, Sequence
+from typing import Any, Iterable, Iterator, Protocol, Sequence, cast
 
 from ... import __version__
 from .errors import (AlreadyProvisionedError, ClaimedElsewhereError, LedgerError,
@@ -60,7 +60,7 @@ class Backend(Protocol):
 
     def transaction(self, write: bool) -> Any: ...   # context manager yielding a Cursor
     def sql(self, query: str) -> str: ...             # "?" placeholders -> the driver's
-    def lock_schema(self, cursor: Cursor) -> None: ...
+    def lock_schema(self, cursor: Any) -> None: ...
     def reset(self) -> None: ...                      # drop a broken connection
     def close(self) -> None: ...
 
@@ -432,7 +432,7 @@ class Ledger:
         """The newest records first; search matches serial, chip, port, station, result, error,
         MAC, profile name or unit (case-insensitive substring)."""
         limit = max(0, int(limit))
-        where, params = "", ()
+        where, params = "", cast("tuple[str, ...]", ())
         if search:
             escaped = search.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
             where = "WHERE " + " OR ".join(f"LOWER({column}) LIKE ? ESCAPE '\\'"

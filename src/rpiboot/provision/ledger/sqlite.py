@@ -12,7 +12,7 @@ import sqlite3
 import time
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Any, Callable, Iterator
 
 from .errors import LedgerError
 
@@ -36,7 +36,7 @@ def _retry_locked(statement: Callable[[], object]) -> None:
         time.sleep(random.uniform(0.0005, 0.002))
 
 
-def _lower(value: object) -> object:
+def _lower(value: Any) -> Any:
     return value.lower() if isinstance(value, str) else value
 
 

@@ -9,6 +9,7 @@ to :data:`MIGRATIONS`.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from types import ModuleType
 
 from . import v0001_initial
 
@@ -30,10 +31,10 @@ class Migration:
     statements: tuple[str, ...]
 
 
-def _migration(module: object) -> Migration:
+def _migration(module: ModuleType) -> Migration:
     stem = module.__name__.rsplit(".", 1)[-1]           # "v0001_initial"
     number, _, name = stem[1:].partition("_")
-    return Migration(int(number), name, tuple(module.STATEMENTS))  # type: ignore[attr-defined]
+    return Migration(int(number), name, tuple(module.STATEMENTS))
 
 
 MIGRATIONS: tuple[Migration, ...] = tuple(_migration(m) for m in (v0001_initial,))
