@@ -30,18 +30,10 @@ def test_four_boards_with_an_xz_image(umockdev_tools: tuple[str, str], tmp_path:
     profile = tmp_path / "line.toml"
     profile.write_text(f'[boot]\ndirectory = "{boot_dir}"\n[os]\nimage = "os.img.xz"\n')
     disks = [tmp_path / f"disk{n}.img" for n in range(1, 5)]
-    scenario = {"pis": [{"chip": "2711", "port": f"1-{n}", "serial": f"5eed000{n}",
-                         "disks": [{"size": "8M", "file": str(disk)}]}
-                        for n, disk in enumerate(disks, start=1)]}
-    (tmp_path / "scenario.json").write_text(json.dumps(scenario))
+    pis = [{"chip": "2711", "port": f"1-{n}", "serial": f"5eed000{n}",
+            "disks": [{"size": "8M", "file": str(disk)}]} for n, disk in enumerate(disks, start=1)]
     ledger = tmp_path / "ledger.sqlite"
-    command = [sys.executable, "-m", "rpiboot.simulator.umockdev_cli", "--scenario",
-               str(tmp_path / "scenario.json"), "--report", str(tmp_path / "report.json"),
-               "--command-timeout", "90", "--", *provision_command(), "run", str(profile),
-               "--count", "4", "--json", "--ledger", str(ledger), "--timeout", "60",
-               "--libusb", "system"]
-    env = {key: value for key, value in os.environ.items() if key != "RPIBOOT_LIBUSB"}
-    done = subprocess.run(command, capture_output=True, text=True, timeout=150, env=env)
+    done, report = _run_behind_umockdev(tmp_path, profile, pis, 4, ledger, "--json")
     output = done.stdout + done.stderr
     assert done.returncode == 0, output
     events = [json.loads(line) for line in done.stdout.splitlines() if line.startswith("{")]
@@ -58,7 +50,6 @@ def test_four_boards_with_an_xz_image(umockdev_tools: tuple[str, str], tmp_path:
     digest = hashlib.sha256(image).hexdigest()
     assert sorted((r["serial"], r["result"], r["image_sha256"], r["verified"])
                   for r in records) == [(f"5eed000{n}", "ok", digest, True) for n in range(1, 5)]
-    report = json.loads((tmp_path / "report.json").read_text())
     assert all(pi["violations"] == [] for pi in report["pis"])
 
 
@@ -78,18 +69,11 @@ def test_eeprom_reentry_write_and_customise(umockdev_tools: tuple[str, str],
                        'boot_conf = "boot.conf"\n[os]\nimage = "os.img"\n[customise]\n'
                        'hostname = "cm4-{serial}"\ninit = "cloud-init"\n')
     target = tmp_path / "emmc.img"
-    scenario = {"pis": [{"chip": "2711", "port": "1-3", "serial": "c0ffee01",
-                         "role": ["recovery", "mass-storage-gadget"],
-                         "disks": [{"size": "64M", "file": str(target)}]}]}
-    (tmp_path / "scenario.json").write_text(json.dumps(scenario))
+    pis = [{"chip": "2711", "port": "1-3", "serial": "c0ffee01",
+            "role": ["recovery", "mass-storage-gadget"],
+            "disks": [{"size": "64M", "file": str(target)}]}]
     ledger = tmp_path / "ledger.sqlite"
-    command = [sys.executable, "-m", "rpiboot.simulator.umockdev_cli", "--scenario",
-               str(tmp_path / "scenario.json"), "--report", str(tmp_path / "report.json"),
-               "--command-timeout", "90", "--", *provision_command(), "run", str(profile),
-               "--count", "1", "--plain", "--ledger", str(ledger), "--timeout", "60",
-               "--libusb", "system"]
-    env = {key: value for key, value in os.environ.items() if key != "RPIBOOT_LIBUSB"}
-    done = subprocess.run(command, capture_output=True, text=True, timeout=150, env=env)
+    done, report = _run_behind_umockdev(tmp_path, profile, pis, 1, ledger, "--plain")
     assert done.returncode == 0, done.stdout + done.stderr
     assert done.stdout.count("board arrived") == 1, done.stdout  # the re-entry is no new board
     user_data = subprocess.run(["mtype", "-i", f"{target}@@{disk.offset}", "::user-data"],
@@ -100,20 +84,22 @@ def test_eeprom_reentry_write_and_customise(umockdev_tools: tuple[str, str],
                                         check=True).stdout)
     (record,) = records
     assert record["result"] == "ok" and record["otp"]["EEPROM_UPDATE"] == "success"
-    report = json.loads((tmp_path / "report.json").read_text())
     (pi,) = report["pis"]
     assert pi["violations"] == []
     assert pi["roles"]["eeprom_sha256"] == record["eeprom_sha256"], pi["roles"]
 
 
 def _run_behind_umockdev(tmp_path: Path, profile: Path, pis: list[dict], count: int,
-                         ledger: Path) -> tuple[subprocess.CompletedProcess, dict]:
+                         ledger: Path, *run_options: str
+                         ) -> tuple[subprocess.CompletedProcess, dict]:
+    """`rpiboot-provision run` (``--json`` unless ``run_options`` say otherwise) under
+    rpiboot-virtual with these boards; the run's result and the virtual boards' report."""
     (tmp_path / "scenario.json").write_text(json.dumps({"pis": pis}))
     command = [sys.executable, "-m", "rpiboot.simulator.umockdev_cli", "--scenario",
                str(tmp_path / "scenario.json"), "--report", str(tmp_path / "report.json"),
                "--command-timeout", "90", "--", *provision_command(), "run", str(profile),
-               "--count", str(count), "--json", "--ledger", str(ledger), "--timeout", "60",
-               "--gather", "0.5", "--libusb", "system"]
+               "--count", str(count), "--ledger", str(ledger), "--timeout", "60",
+               "--libusb", "system", *(run_options or ("--json", "--gather", "0.5"))]
     env = {key: value for key, value in os.environ.items() if key != "RPIBOOT_LIBUSB"}
     done = subprocess.run(command, capture_output=True, text=True, timeout=150, env=env)
     return done, json.loads((tmp_path / "report.json").read_text())

@@ -22,7 +22,7 @@ import tempfile
 import time
 import zipfile
 from pathlib import Path
-from typing import BinaryIO, Mapping
+from typing import BinaryIO, Iterator, Mapping
 
 from .common import ToolError
 from .fat_image import FatImageError, plan_fat_image, write_fat_image
@@ -112,14 +112,22 @@ def _default_timestamp() -> int:
 
 def write_disk_image_file(files: Mapping[str, bytes], path: Path) -> None:
     """Build the raw disk image at ``path`` (sparse), atomically."""
-    _make_parent(path)
-    temps: list[str] = []
-    try:
+    with _staged(path) as temps:
         image_tmp = _temp_beside(path, ".img", temps)
         with open(image_tmp, "r+b") as out:
             write_disk_image(files, out)
         os.chmod(image_tmp, 0o666 & ~_umask())
         os.replace(image_tmp, path)
+
+
+@contextlib.contextmanager
+def _staged(path: Path) -> Iterator[list[str]]:
+    """Temporary files beside ``path`` (the list the body fills), removed whatever happens;
+    an OSError is the tool's one-line error naming ``path``."""
+    _make_parent(path)
+    temps: list[str] = []
+    try:
+        yield temps
     except OSError as err:
         raise ToolError(f"cannot write '{path}': {err.strerror or err}") from None
     finally:
@@ -139,9 +147,7 @@ def _make_parent(path: Path) -> None:
 
 def write_zipped_disk_image(files: Mapping[str, bytes], zip_path: Path, image_name: str) -> None:
     """Build the disk image and store it as ``image_name`` alone in ``zip_path``, atomically."""
-    _make_parent(zip_path)
-    temps: list[str] = []
-    try:
+    with _staged(zip_path) as temps:
         image_tmp = _temp_beside(zip_path, ".img", temps)
         stamp = _default_timestamp()
         with open(image_tmp, "r+b") as out:
@@ -151,12 +157,6 @@ def write_zipped_disk_image(files: Mapping[str, bytes], zip_path: Path, image_na
         _zip_one(image_tmp, zip_tmp, image_name, stamp, mode)
         os.chmod(zip_tmp, mode)
         os.replace(zip_tmp, zip_path)
-    except OSError as err:
-        raise ToolError(f"cannot write '{zip_path}': {err.strerror or err}") from None
-    finally:
-        for name in temps:
-            with contextlib.suppress(OSError):
-                os.unlink(name)
 
 
 def _zip_one(source: str, zip_name: str, name: str, stamp: int, mode: int) -> None:
